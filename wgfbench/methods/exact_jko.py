@@ -1,0 +1,58 @@
+"""Exact Gaussian JKO oracle for OU: the time-discretisation floor as a method row.
+
+From a Gaussian P_0 the JKO minimiser for the OU free energy stays Gaussian and is given in closed
+form by :func:`wgfbench.problems.ou.exact_jko_step` (closed-forms-and-pitfalls.md §4e). Its error to
+the PDE solution is O(h): what any JKO method with step h is measured against. It is not a lower
+bound on another method's error (errors of opposite sign can cancel).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem
+from wgfbench.problems.ou import OUProblem, exact_jko_step
+from wgfbench.timing import timed
+
+
+class ExactJKO(JKOMethod):
+    name = "exact_jko"
+    Config = MethodConfig
+    has_density = True
+    needs_gaussian_start = True
+
+    @classmethod
+    def check_supports(cls, problem, config=None) -> None:
+        if not isinstance(problem, OUProblem):
+            raise UnsupportedProblem(f"method 'exact_jko' exists only for OU problems, not {problem.name!r}")
+        super().check_supports(problem, config)
+
+    def __init__(self, problem: OUProblem, step_size: float, config: MethodConfig, seed: int) -> None:
+        super().__init__(problem, step_size, config, seed)
+        self.law = problem.initial()
+
+    def step(self) -> StepStats:
+        with timed("cpu") as m:
+            self.law = exact_jko_step(self.problem, self.law, self.h)
+        self.k += 1
+        return StepStats(train_s=m.seconds, regen_s=0.0, loss=self.problem.free_energy(self.law))
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.law.sample(n, generator).to(self.dtype)
+
+    def sample_with_log_density(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = self.law.sample(n, generator)
+        return x.to(self.dtype), self.law.log_density(x)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        return self.law.log_density(x)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "mean": self.law.mean, "cov": self.law.cov}
+
+    def load_state_dict(self, state: dict) -> None:
+        from wgfbench.problems.gaussian import GaussianLaw
+
+        super().load_state_dict(state)
+        self.law = GaussianLaw(state["mean"], state["cov"])

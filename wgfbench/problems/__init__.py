@@ -1,0 +1,1 @@
+"""Problems with exact solutions. Each module builds instances; :mod:`wgfbench.registry` names them."""
