@@ -69,3 +69,46 @@ def device_name(device: torch.device | str) -> str:
     import platform
 
     return platform.processor() or "cpu"
+
+
+def provenance(device: torch.device | str = "cpu") -> dict[str, str]:
+    """Where and with what a number was computed: git commit, device, library versions, host."""
+    import platform
+    import subprocess
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    root = __file__.rsplit("/wgfbench/", 1)[0]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        commit += "-dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    dev = torch.device(device)
+    return {
+        "git_commit": commit,
+        "device": dev.type,
+        "device_name": device_name(dev),
+        "torch_version": torch.__version__,
+        "pot_version": pkg("pot"),
+        "numpy_version": pkg("numpy"),
+        "python_version": platform.python_version(),
+        "hostname": platform.node(),
+        "cpu_count": str(torch.get_num_threads()),
+        "run_date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
