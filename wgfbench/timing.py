@@ -1,21 +1,33 @@
-"""The one timer of the suite: wall time of a block of work on CPU or GPU, and peak memory.
+"""The one timer of the suite: wall time of a block of work on CPU or GPU, peak memory, provenance.
 
-On CUDA, a pair of CUDA events brackets the block and the elapsed time is read after the end
-event has completed (``Event.elapsed_time``): the asynchronous kernel queue is drained, so the time
-is that of the GPU work, not of the Python launch loop. On the CPU, ``time.perf_counter``.
+Every method (``StepStats.train_s`` / ``regen_s``), every benchmark (asv, pytest-benchmark, the CI
+timing gate, ``scripts/timing_table.py``) times through this module.
+
+* :func:`timed` times one block. On CUDA a pair of CUDA events brackets the block and the elapsed
+  time is read after the end event has completed (``Event.elapsed_time``): the asynchronous kernel
+  queue is drained, so the time is that of the GPU work, not of the Python launch loop. On the CPU,
+  ``time.perf_counter``.
+* :func:`measure` times repeated calls of a function with the first ``warmup`` calls excluded
+  (allocator, autotuning, lazy initialisation, first-touch page faults), and the device
+  synchronised after the warm-up so that queued warm-up work does not leak into the first sample.
+* :func:`provenance` says where and with what a number was computed.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA (reset per measured block); on the CPU the
-process's peak resident set size (``ru_maxrss``), which is monotone over the process's life.
+process's peak resident set size (``ru_maxrss``), which is monotone over the process's life (an
+upper bound on the block's own peak, not a per-block figure).
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -31,6 +43,13 @@ class Measurement:
 def _rss_peak_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for all queued work on ``device`` (no-op on the CPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 @contextmanager
@@ -54,6 +73,75 @@ def timed(device: torch.device | str = "cpu") -> Iterator[Measurement]:
         out.peak_mem_mb = _rss_peak_mb()
 
 
+@dataclass
+class Timing:
+    """Repeated timings of one call, warm-up excluded (see :func:`measure`)."""
+
+    seconds: list[float]
+    warmup: int
+    peak_mem_mb: float
+    device: str
+    results: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def iqr(self) -> float:
+        """Inter-quartile range of the samples (0 with fewer than two samples)."""
+        if len(self.seconds) < 2:
+            return 0.0
+        q = statistics.quantiles(self.seconds, n=4, method="inclusive")
+        return q[2] - q[0]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "median_s": self.median,
+            "min_s": self.min,
+            "iqr_s": self.iqr,
+            "repeats": float(len(self.seconds)),
+            "warmup": float(self.warmup),
+            "peak_mem_mb": self.peak_mem_mb,
+        }
+
+
+def measure(
+    fn: Callable[[], Any],
+    device: torch.device | str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
+    keep_results: bool = False,
+) -> Timing:
+    """Call ``fn()`` ``warmup`` times untimed, then ``repeats`` times, each call timed by :func:`timed`.
+
+    The device is synchronised after the warm-up calls. The peak memory reported is the largest
+    over the timed calls. With ``keep_results`` the timed calls' return values are kept in
+    ``Timing.results`` (e.g. :class:`~wgfbench.methods.base.StepStats` of JKO steps).
+    """
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    dev = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(dev)
+    seconds: list[float] = []
+    results: list[Any] = []
+    peak = 0.0
+    for _ in range(repeats):
+        with timed(dev) as m:
+            out = fn()
+        seconds.append(m.seconds)
+        peak = max(peak, m.peak_mem_mb)
+        if keep_results:
+            results.append(out)
+    return Timing(seconds=seconds, warmup=warmup, peak_mem_mb=peak, device=str(dev), results=results)
+
+
 def device_name(device: torch.device | str) -> str:
     """Human-readable name of the device (GPU model, or the CPU model from /proc/cpuinfo)."""
     dev = torch.device(device)
@@ -71,20 +159,12 @@ def device_name(device: torch.device | str) -> str:
     return platform.processor() or "cpu"
 
 
-def provenance(device: torch.device | str = "cpu") -> dict[str, str]:
-    """Where and with what a number was computed: git commit, device, library versions, host."""
-    import platform
+def git_commit(root: str | os.PathLike[str] | None = None) -> str:
+    """``git rev-parse HEAD`` of the checkout holding ``root`` (default: this package's), "-dirty" if
+    tracked files differ from it, "unknown" outside a git checkout."""
     import subprocess
-    from datetime import UTC, datetime
-    from importlib.metadata import PackageNotFoundError, version
 
-    def pkg(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "absent"
-
-    root = __file__.rsplit("/wgfbench/", 1)[0]
+    root = str(root) if root is not None else __file__.rsplit("/wgfbench/", 1)[0]
     try:
         commit = subprocess.run(
             ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -96,19 +176,43 @@ def provenance(device: torch.device | str = "cpu") -> dict[str, str]:
             timeout=10,
             check=True,
         ).stdout.strip()
-        commit += "-dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(device: torch.device | str = "cpu") -> dict[str, str]:
+    """Where and with what a number was computed: git commit, device, library versions, host.
+
+    All values are strings. On CUDA the GPU model, the CUDA version, ``cudnn.benchmark`` and the
+    TF32 flags are included, since they change both speed and numerics.
+    """
+    import platform
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
     dev = torch.device(device)
     return {
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "device": dev.type,
         "device_name": device_name(dev),
+        "cuda_version": str(torch.version.cuda) if torch.version.cuda else "none",
+        "cudnn_benchmark": str(torch.backends.cudnn.benchmark),
+        "tf32_matmul": str(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": str(torch.backends.cudnn.allow_tf32),
         "torch_version": torch.__version__,
         "pot_version": pkg("pot"),
         "numpy_version": pkg("numpy"),
+        "pandas_version": pkg("pandas"),
         "python_version": platform.python_version(),
         "hostname": platform.node(),
-        "cpu_count": str(torch.get_num_threads()),
+        "cpu_count": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
         "run_date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
