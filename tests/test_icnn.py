@@ -1,0 +1,91 @@
+"""DenseICNN: convexity by construction, strongly monotone gradient map, identity pretraining."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wgfbench.densities import batched_grad, batched_hessian
+from wgfbench.nets.icnn import DenseICNN, pretrain_identity
+
+torch.set_num_threads(1)
+
+
+def _net(dim: int = 3, alpha: float = 0.1, seed: int = 0, **kw) -> DenseICNN:
+    torch.manual_seed(seed)
+    return DenseICNN(dim, kw.pop("hidden", (16, 16)), rank=kw.pop("rank", 3), strong_convexity=alpha, **kw).double()
+
+
+@pytest.mark.parametrize("activation", ["softplus", "celu"])
+def test_gradient_map_is_strongly_monotone(activation):
+    alpha = 0.05
+    net = _net(dim=4, alpha=alpha, activation=activation)
+    # push the raw weights far negative and positive: non-negativity must hold by construction anyway
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(3.0 * torch.randn_like(p))
+    gen = torch.Generator().manual_seed(1)
+    x = 2.0 * torch.randn(2000, 4, generator=gen, dtype=torch.float64)
+    y = x + torch.randn(2000, 4, generator=gen, dtype=torch.float64) * torch.rand(2000, 1, generator=gen).double()
+    gx, gy = net.gradient(x), net.gradient(y)
+    inner = ((gx - gy) * (x - y)).sum(-1)
+    sq = ((x - y) ** 2).sum(-1)
+    # <grad psi(x) - grad psi(y), x - y> >= alpha |x - y|^2, up to float64 round-off
+    assert bool((inner >= alpha * sq - 1e-9 * (1 + inner.abs())).all())
+    # and the slack is really there: some pairs are far above the strong-convexity floor
+    assert float((inner - alpha * sq).max()) > 1.0
+
+
+def test_weights_are_non_negative_and_hessian_psd():
+    net = _net(dim=3, alpha=0.0, hidden=(8, 8, 8))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(-5.0)
+    assert all(bool((layer.weight > 0).all()) for layer in [*net.convex, net.out])
+    x = torch.randn(50, 3, dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(batched_hessian(net, x))
+    assert float(eig.min()) > -1e-10
+
+
+def test_autograd_gradient_matches_torch_func_and_finite_differences():
+    net = _net(dim=3)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    g = net.gradient(x)
+    torch.testing.assert_close(g, batched_grad(net, x), rtol=1e-12, atol=1e-12)
+    eps = 1e-6
+    fd = torch.stack(
+        [(net(x + eps * e) - net(x - eps * e)) / (2 * eps) for e in torch.eye(3, dtype=torch.float64)], dim=-1
+    )
+    torch.testing.assert_close(g, fd.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_single_hidden_layer_icnn_is_affine():
+    net = _net(dim=3, hidden=(6,), alpha=1e-3)
+    x = 3.0 * torch.randn(20, 3, dtype=torch.float64)
+    h = batched_hessian(net, x)
+    torch.testing.assert_close(h, h[:1].expand_as(h), rtol=1e-12, atol=1e-12)
+
+
+def test_forward_accepts_single_points_and_batches():
+    net = _net(dim=2)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    assert net(x).shape == (4,)
+    assert net(x[0]).shape == ()
+    torch.testing.assert_close(net(x[0]), net(x)[0])
+
+
+def test_invalid_configuration_is_refused():
+    with pytest.raises(ValueError, match="activation"):
+        DenseICNN(2, (4,), activation="relu")
+    with pytest.raises(ValueError, match="hidden"):
+        DenseICNN(2, ())
+
+
+def test_identity_pretraining_reaches_its_tolerance():
+    torch.manual_seed(0)
+    net = DenseICNN(2, (16, 16), rank=2)
+    gen = torch.Generator().manual_seed(0)
+    res = pretrain_identity(net, lambda n: torch.randn(n, 2, generator=gen), batch_size=256, max_iters=3000, tol=1e-3)
+    assert res.converged and res.loss < 1e-3 and res.iterations < 3000
+    x = torch.randn(512, 2, generator=gen)
+    assert float(((net.gradient(x) - x) ** 2).mean()) < 5e-3

@@ -1,0 +1,155 @@
+r"""Input-convex potential psi whose gradient is a transport map (Amos et al. 2017; Mokrov et al. 2021 DenseICNN).
+
+Architecture (Mokrov et al. 2021, ``DenseICNN``; variational-jko.md §1.3), for hidden sizes w_1..w_L:
+
+    z_1     = Quad_1(x)
+    z_{l+1} = act( W_l^+ z_l + Quad_{l+1}(x) ),            l = 1..L-1
+    psi(x)  = w_out^+ . z_L + (alpha/2) |x|^2
+
+* Quad_j(x)_i = sum_{r <= rank} (q_{jir} . x)^2 + a_{ji} . x + c_{ji}: a convex quadratic "skip" layer on
+  the input (a PSD form of rank ``rank`` plus an affine part), so z_1 is convex in x.
+* W_l^+ and w_out^+ are entrywise non-negative BY CONSTRUCTION: they are the softplus of unconstrained raw
+  parameters (a reparameterisation, not a clamp after each optimiser step as in Mokrov's and Fan's code),
+  so every parameter value, including one loaded from a checkpoint or reached by any optimiser, is convex.
+* act is convex and non-decreasing (``softplus`` as in Mokrov's OU configs, or ``celu``), so each z_l is a
+  convex function of x (a non-negative combination of convex functions passed through a convex
+  non-decreasing function is convex).
+* (alpha/2)|x|^2 makes psi alpha-strongly convex: <grad psi(x) - grad psi(y), x - y> >= alpha |x - y|^2,
+  so the map T = grad psi is injective and its inverse is the unique minimiser of psi(x) - <x, y>
+  (see :mod:`wgfbench.densities`).
+
+With a single hidden layer no activation is ever applied, psi is a non-negative sum of convex quadratics and
+T is affine (the configuration Fan et al. use for the porous medium).
+
+The map is T(x) = grad psi(x): :meth:`DenseICNN.gradient` (autograd, optionally with ``create_graph`` so
+that a loss on T trains psi); batched Hessians come from :func:`wgfbench.densities.batched_grad_and_hessian`
+(torch.func). :func:`pretrain_identity` fits grad psi ~ id on P_0 samples before the first JKO step
+(Mokrov et al.: Adam, lr 8e-3, at most 4000 iterations, stop once the MSE is below 1e-5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "celu": F.celu}
+
+
+def _inv_softplus(w: Tensor) -> Tensor:
+    """raw with softplus(raw) = w (w > 0)."""
+    return w + torch.log(-torch.expm1(-w))
+
+
+class ConvexQuadratic(nn.Module):
+    """x -> (sum_r (q_{ir} . x)^2 + a_i . x + c_i)_i: a convex quadratic of rank ``rank`` per output."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int):
+        super().__init__()
+        self.quad = nn.Parameter(torch.randn(rank, d_out, d_in) / math.sqrt(d_in * rank))
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        proj = torch.einsum("...i,roi->...ro", x, self.quad)
+        return (proj**2).sum(-2) + self.linear(x)
+
+
+class NonNegLinear(nn.Module):
+    """z -> W^+ z with W^+ = softplus(raw) > 0 entrywise (no bias; offsets live in the quadratic layers)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        init = torch.empty(d_out, d_in).uniform_(1e-3, 1.0 / math.sqrt(d_in))
+        self.raw = nn.Parameter(_inv_softplus(init))
+
+    @property
+    def weight(self) -> Tensor:
+        return F.softplus(self.raw)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z @ self.weight.T
+
+
+class DenseICNN(nn.Module):
+    """Convex potential psi: R^d -> R (module docstring). ``forward`` maps (..., d) to (...)."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        rank: int = 5,
+        activation: str = "softplus",
+        strong_convexity: float = 1e-6,
+    ):
+        super().__init__()
+        if not hidden:
+            raise ValueError("DenseICNN needs at least one hidden layer")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if strong_convexity < 0:
+            raise ValueError(f"strong_convexity must be >= 0, got {strong_convexity}")
+        self.dim = dim
+        self.hidden = tuple(int(w) for w in hidden)
+        self.activation = activation
+        self.strong_convexity = float(strong_convexity)
+        self.act = ACTIVATIONS[activation]
+        self.quadratic = nn.ModuleList(ConvexQuadratic(dim, w, rank) for w in self.hidden)
+        self.convex = nn.ModuleList(NonNegLinear(a, b) for a, b in zip(self.hidden[:-1], self.hidden[1:], strict=True))
+        self.out = NonNegLinear(self.hidden[-1], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.quadratic[0](x)
+        for quad, conv in zip(self.quadratic[1:], self.convex, strict=True):
+            z = self.act(conv(z) + quad(x))
+        return self.out(z).squeeze(-1) + 0.5 * self.strong_convexity * (x**2).sum(-1)
+
+    def gradient(self, x: Tensor, create_graph: bool = False) -> Tensor:
+        """T(x) = grad psi(x) for x of shape (n, d), by autograd.
+
+        With ``create_graph=True`` the result is differentiable in the parameters (training); otherwise
+        it is detached. Works inside ``torch.no_grad()`` blocks.
+        """
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self(xr).sum(), xr, create_graph=create_graph)
+        return g if create_graph else g.detach()
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    iterations: int
+    loss: float
+    converged: bool
+
+
+def pretrain_identity(
+    potential: nn.Module,
+    sample: Callable[[int], Tensor],
+    batch_size: int = 1024,
+    lr: float = 8e-3,
+    max_iters: int = 4000,
+    tol: float = 1e-5,
+    weight_decay: float = 0.0,
+) -> PretrainResult:
+    """Fit grad psi ~ identity: minimise MSE(grad psi(X), X) (mean over entries), X ~ ``sample(batch_size)``.
+
+    Adam with ``lr``; stops at the first iteration whose minibatch MSE is below ``tol`` or after
+    ``max_iters`` iterations (Mokrov et al.'s protocol: lr 8e-3, 4000, 1e-5). ``sample`` returns a batch
+    already on the potential's device and dtype.
+    """
+    opt = torch.optim.Adam(potential.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_value = float("inf")
+    for it in range(1, max_iters + 1):
+        x = sample(batch_size)
+        loss = F.mse_loss(potential.gradient(x, create_graph=True), x)
+        loss_value = loss.item()
+        if loss_value < tol:
+            return PretrainResult(iterations=it, loss=loss_value, converged=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return PretrainResult(iterations=max_iters, loss=loss_value, converged=False)
