@@ -12,11 +12,16 @@ from typing import Any
 
 PROBLEMS: dict[str, str] = {
     "ou": "wgfbench.problems.ou:make_ou",
+    "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
 }
 
 METHODS: dict[str, str] = {
     "variational_jko": "wgfbench.methods.variational_jko:VariationalJKO",
     "exact_jko": "wgfbench.methods.exact_jko:ExactJKO",
+    "jko_icnn_exact": "baselines.jko_icnn:JKOICNNExact",
+    "jko_icnn_stochastic": "baselines.jko_icnn:JKOICNNStochastic",
+    "em_particles": "baselines.em_particles:EulerMaruyama",
+    "identity": "baselines.identity:Identity",
 }
 
 
