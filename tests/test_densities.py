@@ -52,6 +52,11 @@ def test_batched_hessian_and_logdet_match_brute_force():
     torch.testing.assert_close(h, h_bf, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g, net.gradient(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(logdet_spd(h), torch.linalg.slogdet(h_bf)[1], rtol=1e-10, atol=1e-12)
+    ld_bf = torch.linalg.slogdet(h_bf)[1]
+    for mode in ("auto", "torch_func"):  # the DenseICNN's closed form, and torch.func
+        tx, ld = GradientMap(net, hessian=mode).forward_with_logdet(x)
+        torch.testing.assert_close(tx, net.gradient(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ld, ld_bf, rtol=1e-10, atol=1e-12)
     # the Jacobian of the gradient map is the Hessian
     torch.testing.assert_close(batched_jacobian(lambda z: batched_grad(net, z), x), h, rtol=1e-10, atol=1e-12)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wgfbench.densities import batched_grad, batched_hessian
+from wgfbench.densities import batched_grad, batched_grad_and_hessian, batched_hessian
 from wgfbench.nets.icnn import DenseICNN, pretrain_identity
 
 torch.set_num_threads(1)
@@ -89,3 +89,30 @@ def test_identity_pretraining_reaches_its_tolerance():
     assert res.converged and res.loss < 1e-3 and res.iterations < 3000
     x = torch.randn(512, 2, generator=gen)
     assert float(((net.gradient(x) - x) ** 2).mean()) < 5e-3
+
+
+@pytest.mark.parametrize("activation", ["softplus", "celu"])
+@pytest.mark.parametrize("hidden", [(6,), (16, 16), (8, 8, 8)])
+def test_closed_form_gradient_and_hessian_match_torch_func(activation, hidden):
+    net = _net(dim=3, hidden=hidden, activation=activation, alpha=0.01)
+    # scale up some weights so that pre-activations cross softplus's linear threshold (20) and celu's kink (0)
+    with torch.no_grad():
+        net.quadratic[-1].linear.bias.copy_(torch.linspace(-30.0, 30.0, hidden[-1], dtype=torch.float64))
+    x = 2.0 * torch.randn(64, 3, dtype=torch.float64)
+    g, h = net.grad_and_hessian(x)
+    g_ref, h_ref = batched_grad_and_hessian(net, x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_closed_form_hessian_is_differentiable_like_torch_func():
+    net = _net(dim=3)
+    x = torch.randn(32, 3, dtype=torch.float64)
+    _, h = net.grad_and_hessian(x)
+    g1 = torch.autograd.grad(torch.logdet(h).mean(), list(net.parameters()), allow_unused=True)
+    _, h_ref = batched_grad_and_hessian(net, x)
+    g2 = torch.autograd.grad(torch.logdet(h_ref).mean(), list(net.parameters()), allow_unused=True)
+    for a, b in zip(g1, g2, strict=True):
+        assert (a is None) == (b is None) or float((a if a is not None else b).abs().max()) == 0.0
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -147,16 +147,25 @@ def default_tol(dtype: torch.dtype) -> float:
 
 
 class GradientMap:
-    """T = grad psi for a strongly convex potential psi: (n, d) -> (n,). The Jacobian is Hess psi (SPD)."""
+    """T = grad psi for a strongly convex potential psi: (n, d) -> (n,). The Jacobian is Hess psi (SPD).
 
-    def __init__(self, potential: Callable[[Tensor], Tensor]):
+    ``hessian="auto"`` uses the potential's own closed-form ``grad_and_hessian(x)`` when it has one (the
+    DenseICNN does; equal to the torch.func result to round-off), else :func:`batched_grad_and_hessian`;
+    ``"torch_func"`` always uses the latter.
+    """
+
+    def __init__(self, potential: Callable[[Tensor], Tensor], hessian: Literal["auto", "torch_func"] = "auto"):
+        if hessian not in ("auto", "torch_func"):
+            raise ValueError(f"hessian must be 'auto' or 'torch_func', got {hessian!r}")
         self.potential = potential
+        own = getattr(potential, "grad_and_hessian", None) if hessian == "auto" else None
+        self.grad_and_hessian = own if own is not None else (lambda x: batched_grad_and_hessian(self.potential, x))
 
     def __call__(self, x: Tensor) -> Tensor:
         return batched_grad(self.potential, x)
 
     def forward_with_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        g, h = batched_grad_and_hessian(self.potential, x)
+        g, h = self.grad_and_hessian(x)
         return g, logdet_spd(h)
 
     def inverse(self, y: Tensor, tol: float | None = None, max_iter: int = 100) -> InversionResult:
@@ -165,7 +174,7 @@ class GradientMap:
         with torch.no_grad():
             y = y.detach()
             x = y.clone()
-            g, h = batched_grad_and_hessian(self.potential, x)
+            g, h = self.grad_and_hessian(x)
             r = g - y
             res = r.norm(dim=-1)
             active = res > tol
@@ -181,7 +190,7 @@ class GradientMap:
                 x_new, g_new, h_new, res_new = xa, None, None, res_a
                 for _ in range(40):  # backtracking on the residual norm
                     x_try = xa + t.unsqueeze(-1) * dx
-                    g_try, h_try = batched_grad_and_hessian(self.potential, x_try)
+                    g_try, h_try = self.grad_and_hessian(x_try)
                     res_try = (g_try - ya).norm(dim=-1)
                     ok = (res_try <= (1.0 - 1e-4 * t) * res_a) & ~accepted
                     if g_new is None:
