@@ -138,11 +138,12 @@ class DenseICNN(nn.Module):
         tensor; equal to the torch.func Hessian of ``forward`` to round-off (tests/test_icnn.py), including
         softplus's switch to the identity above 20 (as ``F.softplus``).
         """
-        layers = []  # (u, J_u, act', act'') per layer
+        layers = []  # (D Quad_l, J_l, act'(u_l), act''(u_l)) per layer
         z = jz = None
         for i, quad in enumerate(self.quadratic):
             proj = torch.einsum("ni,roi->nro", x, quad.quad)
-            jq = 2.0 * torch.einsum("nro,roi->noi", proj, quad.quad) + quad.linear.weight
+            # D Quad_l = 2 sum_r proj_r q_r + A_l, as a batched matmul over the outputs: (o, n, r) @ (o, r, d)
+            jq = 2.0 * (proj.permute(2, 0, 1) @ quad.quad.permute(1, 0, 2)).permute(1, 0, 2) + quad.linear.weight
             q_val = (proj**2).sum(1) + quad.linear(x)
             if i == 0:
                 u, ju, d1, d2 = q_val, jq, None, None
@@ -150,7 +151,7 @@ class DenseICNN(nn.Module):
             else:
                 w = self.convex[i - 1].weight
                 u = z @ w.T + q_val
-                ju = torch.einsum("ow,nwi->noi", w, jz) + jq
+                ju = torch.matmul(w, jz) + jq
                 z, d1, d2 = _activation_and_derivatives(self.activation, u)
                 jz = d1.unsqueeze(-1) * ju
             layers.append((jq, ju, d1, d2))
@@ -165,9 +166,10 @@ class DenseICNN(nn.Module):
                 b = c
             else:
                 b = c * d1
-                hess = hess + torch.einsum("no,noi,noj->nij", c * d2, ju, ju)
-            grad = grad + torch.einsum("no,noi->ni", b, jq)
-            hess = hess + 2.0 * torch.einsum("no,roi,roj->nij", b, quad.quad, quad.quad)
+                hess = hess + (ju * (c * d2).unsqueeze(-1)).transpose(1, 2) @ ju
+            grad = grad + (b.unsqueeze(1) @ jq).squeeze(1)
+            curvature = 2.0 * torch.einsum("roi,roj->oij", quad.quad, quad.quad)  # Hess Quad_lj, no batch
+            hess = hess + (b @ curvature.reshape(curvature.shape[0], d * d)).reshape(n, d, d)
             if i > 0:
                 c = b @ self.convex[i - 1].weight
         return grad, hess
