@@ -18,6 +18,7 @@ Closed forms (closed-forms-and-pitfalls.md §4c, §4d):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -93,7 +94,9 @@ def w2_emd(x: Tensor, y: Tensor, num_iter_max: int = 10_000_000) -> float:
     cost = ot.dist(xn, yn, metric="sqeuclidean")
     a = np.full(len(xn), 1.0 / len(xn))
     b = np.full(len(yn), 1.0 / len(yn))
-    value, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
+    with warnings.catch_warnings():  # POT warns on early stop; we raise instead (below)
+        warnings.simplefilter("ignore", UserWarning)
+        value, log = ot.emd2(a, b, cost, numItermax=num_iter_max, log=True)
     if log["result_code"] != 1:
         raise MetricError(f"ot.emd2 did not reach the optimum: {log['warning']}")
     return math.sqrt(max(float(value), 0.0))

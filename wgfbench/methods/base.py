@@ -82,6 +82,7 @@ class JKOMethod(ABC):
     has_density: ClassVar[bool] = False
     max_dim: ClassVar[int | None] = None
     needs_gaussian_start: ClassVar[bool] = False
+    accelerated: ClassVar[bool] = False  # trains networks: a GPU job on a cluster (Snakefile resource gpu)
 
     def __init__(self, problem, step_size: float, config: MethodConfig, seed: int) -> None:
         self.check_supports(problem, config)

@@ -1,0 +1,130 @@
+"""wgfbench pipeline: suite (YAML grid) -> one job per run -> records -> tables and figures.
+
+    snakemake                                               # the default suite, local, all cores
+    snakemake --config suite=suites/ou-baselines.yaml       # another suite
+    snakemake --config suite=suites/paper.yaml gpu=1        # neural methods ask for a GPU resource
+
+Outputs go to results/<suite name>/ (override with --config out=DIR): runs/ (one parquet record
+per run), table.md / table.parquet / summary.parquet, figures/ (PNG and PDF), logs/.
+The suite file is validated before any job starts; a malformed one stops here with every mistake
+listed. A run that diverges, times out or fails still writes its record (with that status), so the
+tables are always built from every run.
+"""
+
+import os
+import sys
+
+from wgfbench.registry import method_class
+from wgfbench.suites import SuiteError, load_suite
+
+
+SUITE_FILE = config.get("suite", "suites/default.yaml")
+try:
+    SUITE = load_suite(SUITE_FILE)
+except SuiteError as err:
+    sys.stderr.write(f"{err}\n")
+    raise SystemExit(2)
+OUT = config.get("out", f"results/{SUITE.name}")
+USE_GPU = int(config.get("gpu", 0))
+RUNS = {r.job_id: r for r in SUITE.runs}
+
+
+def record_path(r):
+    return f"{OUT}/runs/{r.experiment}/{r.method}/d{r.dim}_s{r.seed}.parquet"
+
+
+def run_of(wildcards):
+    return RUNS[f"{wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed}"]
+
+
+def runtime_minutes(wildcards):
+    budget = run_of(wildcards).time_budget_s
+    return 60 if budget is None else int(budget * 1.5 / 60) + 10
+
+
+def folder_of_table(wildcards, output):
+    return os.path.dirname(output.md)
+
+
+def gpus(wildcards):
+    return USE_GPU if method_class(wildcards.method).accelerated else 0
+
+
+wildcard_constraints:
+    dim=r"\d+",
+    seed=r"\d+",
+
+
+localrules:
+    all,
+    table,
+    figures,
+
+
+rule all:
+    default_target: True
+    input:
+        # every record is requested directly, so a missing one is re-run (and the tables rebuilt)
+        # even when the tables are already there
+        [record_path(r) for r in SUITE.runs],
+        f"{OUT}/table.md",
+        f"{OUT}/figures",
+
+
+rule run:
+    message:
+        "run {wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed}"
+    output:
+        f"{OUT}/runs/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.parquet",
+    log:
+        f"{OUT}/logs/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.log",
+    params:
+        suite=SUITE_FILE,
+        checkpoint=f"{OUT}/checkpoints/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.pt",
+    threads: 1
+    conda:
+        "envs/wgfbench.yaml"
+    resources:
+        runtime=runtime_minutes,
+        mem_mb=4000,
+        gpu=gpus,
+    shell:
+        "mkdir -p $(dirname {params.checkpoint}) && "
+        "wgfbench run --suite {params.suite} "
+        "--job {wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed} "
+        "--out {output} --checkpoint {params.checkpoint} --threads {threads} 2> {log}"
+
+
+rule table:
+    message:
+        "tables of suite {SUITE.name}"
+    input:
+        [record_path(r) for r in SUITE.runs],
+    output:
+        md=f"{OUT}/table.md",
+        parquet=f"{OUT}/table.parquet",
+        summary=f"{OUT}/summary.parquet",
+    log:
+        f"{OUT}/logs/table.log",
+    params:
+        title=f"Suite {SUITE.name}",
+        out=folder_of_table,
+    conda:
+        "envs/wgfbench.yaml"
+    shell:
+        "wgfbench table {input} --out {params.out} --title '{params.title}' > {log} 2>&1"
+
+
+rule figures:
+    message:
+        "figures of suite {SUITE.name}"
+    input:
+        f"{OUT}/table.parquet",
+    output:
+        directory(f"{OUT}/figures"),
+    log:
+        f"{OUT}/logs/figures.log",
+    conda:
+        "envs/wgfbench.yaml"
+    shell:
+        "wgfbench plot {input} --out {output} > {log} 2>&1"

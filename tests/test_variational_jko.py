@@ -1,0 +1,64 @@
+"""The centrepiece learns the OU flow: a small fixed-seed CPU budget reaches a stated accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from wgfbench.metrics import symkl_moment
+from wgfbench.registry import make_method, make_problem
+
+BUDGET = dict(n_particles=8192, batch_size=512, iters_per_step=40)
+
+
+def test_variational_jko_on_2d_ou_reaches_bound_at_t_half() -> None:
+    """log10 SymKL (moment fit, 20k samples) < -2.0 at t = 0.5 (10 steps of h = 0.05).
+
+    Measured with this budget (seed 0): -2.9 to the PDE solution and -3.3 to the exact JKO iterate.
+    For scale: the identity (P_0 frozen) scores -0.3, the exact JKO iterate's discretisation error
+    is -3.5, and the 20k-sample noise floor about -3.9.
+    """
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    problem = make_problem("ou", 2, 0)
+    method = make_method("variational_jko", problem, 0.05, BUDGET, seed=0)
+    for _ in range(10):
+        stats = method.step()
+        assert stats.train_s > 0 and math.isfinite(stats.loss)
+    gen = torch.Generator().manual_seed(1)
+    x = method.sample(20_000, gen)
+    err = symkl_moment(problem.reference(0.5), x)
+    identity_err = symkl_moment(problem.reference(0.5), problem.initial().sample(20_000, gen))
+    assert math.log10(err) < -2.0, err
+    assert err < identity_err / 30
+    # the optimisation error (distance to the exact JKO iterate) is small too
+    assert symkl_moment(problem.jko_reference(10, 0.05), x) < 5e-3
+
+
+def test_particles_are_regenerated_from_p0_through_all_maps() -> None:
+    problem = make_problem("ou", 3, 1)
+    method = make_method("variational_jko", problem, 0.05, dict(n_particles=1024, batch_size=128, iters_per_step=3), 0)
+    for _ in range(3):
+        method.step()
+    assert len(method.maps) == 3
+    assert all(not m.training for m in method.maps)
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    x0 = problem.initial().sample(16, gen_a).float()
+    pushed = x0
+    for m in method.maps:
+        pushed = m(pushed)
+    torch.testing.assert_close(method.sample(16, gen_b), pushed.detach())
+
+
+def test_checkpoint_round_trip_continues_identically() -> None:
+    problem = make_problem("ou", 2, 0)
+    cfg = dict(n_particles=1024, batch_size=128, iters_per_step=4)
+    a = make_method("variational_jko", problem, 0.05, cfg, 0)
+    a.step()
+    state = a.state_dict()
+    b = make_method("variational_jko", problem, 0.05, cfg, 0)
+    b.load_state_dict(state)
+    gen1, gen2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(a.sample(64, gen1), b.sample(64, gen2))
+    assert b.k == 1

@@ -1,0 +1,219 @@
+"""Command line: ``wgfbench {list,validate,run,table,plot}``.
+
+``wgfbench run`` is the code path of every Snakemake job, so a run from the command line and a
+run in a suite are the same computation. ``table`` and ``plot`` take any set of records (files or
+folders of parquet files), so that the records of a user's own method can be compared with the
+committed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from wgfbench import registry
+
+
+def _parse_value(text: str):
+    """A --param value: YAML scalars (ints, floats, booleans, strings)."""
+    return yaml.safe_load(text)
+
+
+def _kv(items: list[str] | None, flag: str) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{flag} expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = _parse_value(v)
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print("problems:")
+    for name, target in registry.PROBLEMS.items():
+        print(f"  {name:24s} {target}")
+    print("methods:")
+    for name in registry.METHODS:
+        cls = registry.method_class(name)
+        info = f"functionals={sorted(cls.functionals)} density={'yes' if cls.has_density else 'no'}"
+        if cls.max_dim:
+            info += f" max_dim={cls.max_dim}"
+        print(f"  {name:24s} {info}")
+    print("suites:")
+    for p in sorted(Path(args.suites_dir).glob("*.yaml")):
+        try:
+            desc = (yaml.safe_load(p.read_text()) or {}).get("description", "")
+        except yaml.YAMLError:
+            desc = "(invalid YAML)"
+        print(f"  {p!s:32s} {str(desc).strip().splitlines()[0] if desc else ''}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from wgfbench.suites import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"{args.suite}: valid suite {suite.name!r} with {len(suite.runs)} runs")
+    if args.jobs:
+        for r in suite.runs:
+            print(r.job_id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from wgfbench.evaluate import EvalSpec
+    from wgfbench.runner import run
+    from wgfbench.suites import RunSpec, SuiteError, load_suite
+
+    torch.set_num_threads(args.threads)
+    if args.suite:
+        if not args.job:
+            raise SystemExit("--suite needs --job EXPERIMENT/METHOD/dD/sS (see `wgfbench validate SUITE --jobs`)")
+        try:
+            spec = load_suite(args.suite).job(args.job)
+        except (SuiteError, KeyError) as e:
+            print(e, file=sys.stderr)
+            return 2
+    else:
+        missing = [f for f in ("problem", "method", "dim") if getattr(args, f) is None]
+        if missing:
+            raise SystemExit(f"without --suite, give --{' --'.join(missing)}")
+        spec = RunSpec(
+            suite=args.suite_name,
+            experiment=args.experiment or args.problem,
+            problem=args.problem,
+            problem_params=_kv(args.problem_param, "--problem-param"),
+            method=args.method,
+            method_params=_kv(args.param, "--param"),
+            dim=args.dim,
+            seed=args.seed,
+            step_size=args.step_size,
+            n_steps=args.n_steps,
+            eval=EvalSpec(**_kv(args.eval, "--eval")),
+            time_budget_s=args.time_budget,
+        )
+    df = run(spec, out=args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
+    status = df["status"].iloc[0]
+    print(
+        f"{spec.job_id}: status {status}, {int(df['last_good_step'].iloc[0])} steps"
+        + (f", record {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    if args.out is None:
+        cols = [
+            c for c in ("k", "t", "symkl_moment", "symkl_moment_vs_jko", "w2", "w2_floor", "time_step_s") if c in df
+        ]
+        print(df[cols].to_string(index=False))
+    return 0 if status == "ok" or not args.strict else 1
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from wgfbench.records import read_records, write_parquet_atomic, write_text_atomic
+    from wgfbench.tables import markdown, summary
+
+    df = read_records(args.records)
+    out = Path(args.out)
+    write_parquet_atomic(df, out / "table.parquet")
+    write_parquet_atomic(summary(df), out / "summary.parquet")
+    write_text_atomic(markdown(df, title=args.title) + "\n" + _provenance_md(df), out / "table.md")
+    print(f"wrote {out / 'table.md'}, {out / 'table.parquet'} and {out / 'summary.parquet'} ({len(df)} rows)")
+    return 0
+
+
+def _provenance_md(df) -> str:
+    cols = [c for c in ("git_commit", "device_name", "torch_version", "pot_version", "run_date") if c in df]
+    prov = df[cols].drop_duplicates()
+    lines = ["## Provenance", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in prov.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from wgfbench.plots import suite_figures
+    from wgfbench.records import read_records
+
+    df = read_records(args.records)
+    written = suite_figures(df, args.out)
+    for p in written:
+        print(p)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wgfbench",
+        description="Benchmark suite for neural Wasserstein gradient flows (JKO schemes). "
+        "Run a whole suite with `snakemake` (see README); use these commands for single runs and reports.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("list", help="list problems, methods and suites")
+    q.add_argument("--suites-dir", default="suites", help="folder of suite files (default: suites)")
+    q.set_defaults(fn=cmd_list)
+
+    q = sub.add_parser("validate", help="check a suite file; print its errors or its number of runs")
+    q.add_argument("suite", help="suite YAML file")
+    q.add_argument("--jobs", action="store_true", help="also print every job id")
+    q.set_defaults(fn=cmd_validate)
+
+    q = sub.add_parser(
+        "run",
+        help="one run, from a suite job or from flags",
+        description="Either --suite FILE --job ID (as Snakemake does), or --problem/--method/--dim/... flags.",
+    )
+    q.add_argument("--suite", help="suite YAML file")
+    q.add_argument("--job", help="job id EXPERIMENT/METHOD/dD/sS within the suite")
+    q.add_argument("--problem", help="problem name (see `wgfbench list`)")
+    q.add_argument("--method", help="method name (see `wgfbench list`)")
+    q.add_argument("--dim", type=int)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--step-size", type=float, default=0.05, help="JKO step h (default 0.05)")
+    q.add_argument("--n-steps", type=int, default=20, help="number of JKO steps K (default 20)")
+    q.add_argument("--param", action="append", metavar="NAME=VALUE", help="method hyper-parameter (repeatable)")
+    q.add_argument("--problem-param", action="append", metavar="NAME=VALUE", help="problem parameter (repeatable)")
+    q.add_argument("--eval", action="append", metavar="NAME=VALUE", help="evaluation setting, e.g. n_samples=5000")
+    q.add_argument("--time-budget", type=float, help="seconds; past it the run stops with status timeout")
+    q.add_argument("--experiment", help="experiment label stored in the record (default: the problem name)")
+    q.add_argument("--suite-name", default="adhoc", help="suite label stored in the record (default: adhoc)")
+    q.add_argument("--out", help="write the record (parquet) here, atomically")
+    q.add_argument("--checkpoint", help="checkpoint file: saved after each step, resumed from if present")
+    q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--strict", action="store_true", help="exit 1 unless the run's status is ok")
+    q.set_defaults(fn=cmd_run)
+
+    q = sub.add_parser("table", help="aggregate records into table.md / table.parquet / summary.parquet")
+    q.add_argument("records", nargs="+", help="record files or folders of them")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--title", default=None)
+    q.set_defaults(fn=cmd_table)
+
+    q = sub.add_parser("plot", help="draw the standard figures (PNG and PDF) from records")
+    q.add_argument("records", nargs="+", help="record files or folders of them")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(fn=cmd_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

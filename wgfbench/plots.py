@@ -1,0 +1,196 @@
+"""Comparison figures (seaborn), one consistent style and one colour per method across all figures.
+
+* :func:`error_vs_time`: log10 error against flow time, one panel per dimension, mean and 95% CI
+  band over seeds per method; the exact JKO iterate's discretisation error as a dashed black line
+  and the metric's noise floor as a dotted grey line.
+* :func:`error_vs_dim`: log10 error at the report time against dimension (log2 axis), with the
+  discretisation error dashed.
+* :func:`seconds_vs_dim`: seconds per JKO step against dimension, log-log.
+
+Every figure is written as PNG and PDF. Only runs with status ``ok`` are drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from wgfbench.tables import at_report_time, seconds_per_step
+
+METHOD_ORDER = [
+    "variational_jko",
+    "jko_icnn_exact",
+    "jko_icnn_stochastic",
+    "em_particles",
+    "exact_jko",
+    "identity",
+]
+_PALETTE = sns.color_palette("colorblind", 10)
+METHOD_COLORS = {m: _PALETTE[i] for i, m in enumerate(METHOD_ORDER)}
+
+
+def method_colors(methods) -> dict[str, tuple]:
+    """Fixed colours for known methods; further methods get the remaining palette colours in order."""
+    colors = dict(METHOD_COLORS)
+    spare = iter(_PALETTE[len(METHOD_ORDER) :] + sns.color_palette("dark", 10))
+    for m in methods:
+        if m not in colors:
+            colors[m] = next(spare)
+    return colors
+
+
+def _ordered(methods) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outs = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in outs:
+        fig.savefig(p, dpi=160, bbox_inches="tight")
+    plt.close(fig)
+    return outs
+
+
+def _style() -> None:
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+
+
+def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
+    """log10 ``metric`` vs t, a panel per dim (see module docstring)."""
+    _style()
+    ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
+    ok = ok[ok[metric] > 0]
+    ok["log10"] = np.log10(ok[metric])
+    dims = sorted(ok["dim"].unique())
+    methods = _ordered(ok["method"].unique())
+    colors = method_colors(methods)
+    fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims) + 1.5, 3.0), sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], dims, strict=True):
+        sub = ok[ok["dim"] == d]
+        sns.lineplot(
+            data=sub,
+            x="t",
+            y="log10",
+            hue="method",
+            hue_order=methods,
+            palette=colors,
+            errorbar=("ci", 95),
+            marker="o",
+            markersize=3,
+            ax=ax,
+            legend=ax is axes[0][-1],
+        )
+        disc = f"{metric.removesuffix('_vs_jko')}_jko_pde"
+        if not metric.endswith("_vs_jko") and disc in sub and sub[disc].notna().any():
+            line = sub[sub[disc] > 0].groupby("t")[disc].mean()
+            ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
+        floor = f"{metric}_floor"
+        if floor in sub and sub[floor].notna().any():
+            fl = sub[sub[floor] > 0].groupby("t")[floor].mean()
+            ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1, label="noise floor")
+        ax.set_title(f"d = {d}")
+        ax.set_xlabel("t")
+        ax.set_ylabel(f"log10 {metric}")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if axes[0][-1].get_legend():
+        axes[0][-1].get_legend().remove()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
+    """log10 ``metric`` at the report time vs dim (see module docstring)."""
+    _style()
+    at_t = at_report_time(df, metric)
+    at_t = at_t[at_t[metric] > 0].assign(log10=lambda x: np.log10(x[metric]))
+    methods = _ordered(at_t["method"].unique())
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    sns.lineplot(
+        data=at_t,
+        x="dim",
+        y="log10",
+        hue="method",
+        hue_order=methods,
+        palette=method_colors(methods),
+        errorbar=("ci", 95),
+        marker="o",
+        ax=ax,
+        err_style="band",
+    )
+    disc = f"{metric}_jko_pde"
+    if disc in at_t and at_t[disc].notna().any():
+        line = at_t[at_t[disc] > 0].groupby("dim")[disc].mean()
+        ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(at_t["dim"].unique()), labels=[str(d) for d in sorted(at_t["dim"].unique())])
+    t = float(at_t["t"].mean()) if len(at_t) else float("nan")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel(f"log10 {metric} at t = {t:.3g}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
+    """Seconds per JKO step (training + particle regeneration) vs dim, log-log."""
+    _style()
+    per_run = seconds_per_step(df)
+    methods = _ordered(per_run["method"].unique())
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    sns.lineplot(
+        data=per_run,
+        x="dim",
+        y="time_step_s",
+        hue="method",
+        hue_order=methods,
+        palette=method_colors(methods),
+        errorbar=("ci", 95),
+        marker="o",
+        ax=ax,
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("seconds per JKO step")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
+    """The standard figures for every experiment in the records; returns the files written."""
+    outdir = Path(outdir)
+    written: list[Path] = []
+    for exp, edf in df.groupby("experiment", sort=False):
+        metric = next((m for m in ("symkl_moment", "symkl_mc", "w2", "sw2") if m in edf and edf[m].notna().any()), None)
+        if metric is None:
+            continue
+        written += error_vs_time(edf, metric, outdir / f"{exp}_error_vs_time", title=f"{exp}: {metric}")
+        if f"{metric}_vs_jko" in edf and edf[f"{metric}_vs_jko"].notna().any():
+            written += error_vs_time(
+                edf,
+                f"{metric}_vs_jko",
+                outdir / f"{exp}_error_vs_time_vs_jko",
+                title=f"{exp}: {metric} to the exact JKO iterate",
+            )
+        if edf["dim"].nunique() > 1:
+            written += error_vs_dim(edf, metric, outdir / f"{exp}_error_vs_dim", title=exp)
+            written += seconds_vs_dim(edf, outdir / f"{exp}_seconds_per_step", title=exp)
+    return written

@@ -1,0 +1,157 @@
+"""One run: build the problem and the method, advance K JKO steps, evaluate, write the record.
+
+The same code path serves ``wgfbench run`` and every Snakemake job. A run never raises for what
+the method does: a non-finite loss or sample ends it with status ``diverged``, a run past its time
+budget with ``timeout``, any other error with ``failed``; the record keeps every step evaluated
+before that and ``last_good_step``. With a checkpoint path, the state after each finished step is
+saved atomically, and a restarted run resumes from it (the finished record deletes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from wgfbench import registry
+from wgfbench.evaluate import evaluate_step
+from wgfbench.methods.base import Diverged
+from wgfbench.records import atomic_write_bytes, to_json, write_parquet_atomic
+from wgfbench.suites import RunSpec
+from wgfbench.timing import provenance
+
+log = logging.getLogger("wgfbench.runner")
+
+
+def spec_hash(spec: RunSpec) -> str:
+    """Stable hash of a run's specification (a checkpoint is resumed only by the same spec)."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _base_row(spec: RunSpec, problem, prov: dict[str, str]) -> dict[str, Any]:
+    return {
+        "suite": spec.suite,
+        "experiment": spec.experiment,
+        "problem": spec.problem,
+        "method": spec.method,
+        "dim": spec.dim,
+        "seed": spec.seed,
+        "h": spec.step_size,
+        "n_steps": spec.n_steps,
+        "report_t": spec.report_t if spec.report_t is not None else spec.step_size * spec.n_steps,
+        "problem_params": to_json(spec.problem_params),
+        "method_params": to_json(spec.method_params),
+        "problem_info": to_json(problem.describe()) if problem is not None else "{}",
+        **prov,
+    }
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run(
+    spec: RunSpec,
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Execute ``spec``; return the record (and write it atomically to ``out`` when given)."""
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    status, message, last_good, elapsed_before = "ok", "", 0, 0.0
+    problem = method = None
+    prov = provenance("cpu")
+    try:
+        problem = registry.make_problem(spec.problem, spec.dim, spec.seed, spec.problem_params)
+        method = registry.make_method(spec.method, problem, spec.step_size, spec.method_params, spec.seed)
+        prov = provenance(method.device)
+        ckpt = Path(checkpoint) if checkpoint else None
+        if ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            if state.get("spec_hash") == spec_hash(spec):
+                method.load_state_dict(state["method"])
+                rows, last_good, elapsed_before = state["rows"], state["last_good"], state["elapsed"]
+                log.info("resumed %s from checkpoint at step %d", spec.job_id, method.k)
+            else:
+                log.warning("ignoring checkpoint %s: it belongs to another spec", ckpt)
+        if not rows:
+            rows.append({"k": 0, "t": 0.0, **evaluate_step(problem, method, 0, spec.step_size, spec.eval, spec.seed)})
+        bar = tqdm(
+            range(method.k + 1, spec.n_steps + 1),
+            desc=spec.job_id,
+            unit="step",
+            disable=not progress,
+            initial=method.k,
+            total=spec.n_steps,
+        )
+        for k in bar:
+            stats = method.step()
+            row: dict[str, Any] = {
+                "k": k,
+                "t": problem.time_of_step(k, spec.step_size),
+                "time_train_s": stats.train_s,
+                "time_regen_s": stats.regen_s,
+                "time_step_s": stats.train_s + stats.regen_s,
+                "loss": stats.loss,
+                "peak_mem_mb": stats.extra.get("peak_mem_mb", math.nan),
+            }
+            if k % spec.eval.every == 0 or k == spec.n_steps:
+                t0 = time.perf_counter()
+                try:
+                    row |= evaluate_step(problem, method, k, spec.step_size, spec.eval, spec.seed)
+                except FloatingPointError as e:
+                    raise Diverged(f"step {k}: {e}") from e
+                row["time_eval_s"] = time.perf_counter() - t0
+            rows.append(row)
+            last_good = k
+            bar.set_postfix(loss=f"{stats.loss:.3g}")
+            elapsed = elapsed_before + time.perf_counter() - t_start
+            if ckpt is not None and k < spec.n_steps:
+                _save_checkpoint(
+                    ckpt,
+                    {
+                        "spec_hash": spec_hash(spec),
+                        "method": method.state_dict(),
+                        "rows": rows,
+                        "last_good": last_good,
+                        "elapsed": elapsed,
+                    },
+                )
+            if spec.time_budget_s is not None and elapsed > spec.time_budget_s and k < spec.n_steps:
+                status, message = "timeout", f"time budget {spec.time_budget_s:g} s exceeded after step {k}"
+                break
+        bar.close()
+    except Diverged as e:
+        status, message = "diverged", str(e)
+    except Exception as e:  # recorded, never raised: one bad run must not stop a suite
+        status, message = "failed", f"{type(e).__name__}: {e}"
+        log.error("run %s failed:\n%s", spec.job_id, traceback.format_exc())
+    if status != "ok":
+        log.warning("run %s ended with status %s: %s", spec.job_id, status, message)
+    base = _base_row(spec, problem, prov)
+    if not rows:
+        rows = [{"k": 0, "t": 0.0}]
+    df = pd.DataFrame([{**base, **r} for r in rows])
+    df["status"] = status
+    df["message"] = message
+    df["last_good_step"] = last_good
+    df["wall_s"] = elapsed_before + time.perf_counter() - t_start
+    if out is not None:
+        write_parquet_atomic(df, out)
+        if checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
+    return df
