@@ -61,6 +61,21 @@ def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
     return outs
 
 
+def metric_label(metric: str) -> str:
+    """Axis label of log10 of a record column (names from the tables' headline metrics)."""
+    from wgfbench.tables import HEADLINE_METRICS
+
+    labels = {m: label for m, label, _, _ in HEADLINE_METRICS}
+    label = labels.get(metric, metric.replace("_", " "))
+    return label if label.startswith("log10") else f"log10 {label}"
+
+
+def _positive_mean(sub: pd.DataFrame, by: str, col: str) -> pd.Series:
+    """Mean of ``col`` per ``by`` over rows where it is > 1e-15 (drops the exact zeros at t = 0)."""
+    rows = sub[sub[col] > 1e-15]
+    return rows.groupby(by)[col].mean()
+
+
 def _style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
 
@@ -92,15 +107,15 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
         )
         disc = f"{metric.removesuffix('_vs_jko')}_jko_pde"
         if not metric.endswith("_vs_jko") and disc in sub and sub[disc].notna().any():
-            line = sub[sub[disc] > 0].groupby("t")[disc].mean()
+            line = _positive_mean(sub, "t", disc)
             ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
         floor = f"{metric}_floor"
         if floor in sub and sub[floor].notna().any():
-            fl = sub[sub[floor] > 0].groupby("t")[floor].mean()
-            ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1, label="noise floor")
+            fl = _positive_mean(sub, "t", floor)
+            ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1.2, label="noise floor")
         ax.set_title(f"d = {d}")
         ax.set_xlabel("t")
-        ax.set_ylabel(f"log10 {metric}")
+        ax.set_ylabel(metric_label(metric) if ax is axes[0][0] else "", fontsize=9)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if axes[0][-1].get_legend():
         axes[0][-1].get_legend().remove()
@@ -132,13 +147,17 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
     )
     disc = f"{metric}_jko_pde"
     if disc in at_t and at_t[disc].notna().any():
-        line = at_t[at_t[disc] > 0].groupby("dim")[disc].mean()
+        line = _positive_mean(at_t, "dim", disc)
         ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
+    floor = f"{metric}_floor"
+    if floor in at_t and at_t[floor].notna().any():
+        fl = _positive_mean(at_t, "dim", floor)
+        ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1.2, label="noise floor")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(at_t["dim"].unique()), labels=[str(d) for d in sorted(at_t["dim"].unique())])
     t = float(at_t["t"].mean()) if len(at_t) else float("nan")
     ax.set_xlabel("dimension d")
-    ax.set_ylabel(f"log10 {metric} at t = {t:.3g}")
+    ax.set_ylabel(f"{metric_label(metric)}\nat t = {t:.3g}", fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         ax.set_title(title)
@@ -182,13 +201,13 @@ def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
         metric = next((m for m in ("symkl_moment", "symkl_mc", "w2", "sw2") if m in edf and edf[m].notna().any()), None)
         if metric is None:
             continue
-        written += error_vs_time(edf, metric, outdir / f"{exp}_error_vs_time", title=f"{exp}: {metric}")
+        written += error_vs_time(edf, metric, outdir / f"{exp}_error_vs_time", title=f"{exp}: {metric_label(metric)}")
         if f"{metric}_vs_jko" in edf and edf[f"{metric}_vs_jko"].notna().any():
             written += error_vs_time(
                 edf,
                 f"{metric}_vs_jko",
                 outdir / f"{exp}_error_vs_time_vs_jko",
-                title=f"{exp}: {metric} to the exact JKO iterate",
+                title=f"{exp}: {metric_label(metric + '_vs_jko')}",
             )
         if edf["dim"].nunique() > 1:
             written += error_vs_dim(edf, metric, outdir / f"{exp}_error_vs_dim", title=exp)
