@@ -13,6 +13,7 @@ from typing import Any
 PROBLEMS: dict[str, str] = {
     "ou": "wgfbench.problems.ou:make_ou",
     "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
+    "gmm": "wgfbench.problems.gmm:make_gmm",
 }
 
 METHODS: dict[str, str] = {
