@@ -22,6 +22,14 @@ HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
     ("symkl_moment", "log10 SymKL (moment fit) to the PDE solution", "log10", "symkl_moment_floor"),
     ("symkl_moment_vs_jko", "log10 SymKL (moment fit) to the exact JKO iterate", "log10", "symkl_moment_vs_jko_floor"),
     ("symkl_mc", "log10 SymKL (Monte Carlo, model density) to the PDE solution", "log10", None),
+    # Gaussian-mixture sampling (stationary target; wgfbench.problems.gmm)
+    (
+        "symkl_moment_target",
+        "log10 SymKL (moment fits) to the target mixture",
+        "log10",
+        "symkl_moment_target_floor",
+    ),
+    ("ksd", "KSD² (RBF, U-statistic) to the target mixture", None, "ksd_floor"),
     ("w2", "W2 (exact OT on samples) to the PDE solution", None, "w2_floor"),
     ("sw2", "sliced W2 to the PDE solution", None, "sw2_floor"),
     ("energy", "energy distance to the PDE solution", None, "energy_floor"),
