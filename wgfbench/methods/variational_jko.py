@@ -5,41 +5,105 @@ Each JKO step is solved over maps, P_{k+1} = T#P_k with
     T_k = argmin_T  E_{X~P_k} |X - T(X)|^2 / (2h) + F(T#P_k)                        (paper Eq. 5)
 
 and F replaced by its variational (Nguyen-Wainwright-Jordan) form, a min-max over T and a dual
-function (paper Eq. 8): no Hessian log-determinant is ever formed. For F = tau KL(P || Q) the paper
-(Cor. 3.3) changes the reference measure to the Gaussian Gamma_k = N(mean, cov of P_k):
+function (paper Eq. 8): no Hessian log-determinant is ever formed. What depends on the functional is
+a small "dual" object (reference measure Gamma and its refit, reference sampling, the dual's loss,
+the energy term of the T-loss); the training loop is shared.
+
+**KL** (:class:`KLDual`), F = tau KL(P || Q): the paper (Cor. 3.3) changes the reference measure to
+the Gaussian Gamma_k = N(mean, cov of P_k):
 
     KL(T#P_k || Q) = KL(T#P_k || Gamma_k) + E_{T#P_k}[log Gamma_k - log Q],
     KL(P || Gamma)  = sup_{r > 0} 1 + E_P[log r] - E_Gamma[r]        (log-ratio NWJ form),
 
 so one step is  min_T max_r  E_y[|y - T y|^2/(2h) + tau (log r(Ty) + log Gamma(Ty) - log Q(Ty))]
 - tau E_{z~Gamma}[r(z)]. Only the unnormalised log Q is needed; for OU, tau log Q = -V.
+Before the first step Gamma_0 = N(0, ``gamma0_var`` I).
 
-Training loop (variational-jko.md §1.5), every constant a config field with the paper's OU default:
-per JKO step, ``iters_per_step`` outer iterations; each draws a minibatch y (``batch_size``) of the
-current particles and z ~ Gamma_k, takes ``h_steps`` Adam steps on r with T(y) detached (J2) and
-``t_steps`` Adam steps on T (J3), on the same (y, z). T and r are warm-started across steps and their
-Adam states persist. At the end of the step T is frozen (eval mode, no dropout) as T_{k+1}, the
-particles of P_{k+1} are regenerated from fresh P_0 samples through T_1..T_{k+1}, and Gamma is refit
-to them. Before the first step Gamma_0 = N(0, ``gamma0_var`` I).
+**Generalised entropy** (:class:`EntropyDual`), F = G(P) = 1/(m-1) ∫P^m (porous medium): the paper
+(Cor. 3.4, Eq. 10) uses Gamma = Unif(Omega_k) with density q = 1/|Omega_k| and the dual
+
+    G(P) = sup_h  q^{m-1} ( m/(m-1) E_P[h^{m-1}] - E_Gamma[h^m] ),   optimum h = p/q,
+
+valid when Omega_k contains the support of T#P_k. Writing rho = q h (the optimum is rho = p, the
+density itself) this is  sup_rho m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m], the same problem in a
+parameterisation that does not change scale when the box is refit. The network outputs
+rho = s_k net(x), with s_k fixed at each refit: ``dual_scale="moment"`` (default) s_k = (4 pi)^{-d/2}
+det(S_k)^{-1/2} = E[g] for g the moment-fit Gaussian of P_k (the typical density value, so net = O(1)
+in every dimension); ``dual_scale="box"`` s_k = q, i.e. net = h, Fan's parameterisation exactly.
+net is linear at the output (a final PReLU, as the paper's h) for m = 2, where the dual is a concave
+quadratic, and softplus (rho > 0) otherwise. The T-loss energy term is m/(m-1) E[rho(Ty)^{m-1}].
+
+Reference box, refit to the P_k particles after every step (and to P_0 before the first): the paper
+uses [-s, s]^d with s = 1.5 max_i |x_i|_inf. One outlier particle inflates that box and lowers q, so
+that Gamma samples miss the support (variational-jko.md §5.4). Here:
+
+(a) the box is centred at the coordinate-wise median c, with half-width
+    s = ``box_scale`` * quantile_{box_quantile}(|x_i - c|_inf): with the default ``box_quantile`` = 0.999
+    fewer than 0.1 % of the particles can move it; ``box_quantile=1`` with a symmetric P_k is the paper's
+    rule;
+(b) points outside the box (in practice only outliers, thanks to the 1.5 margin) enter the dual and the
+    energy at their projection onto the box, where rho is ~0 (Gamma samples there teach it so), with the
+    projection detached: they neither blow up the dual (a point of P outside the support of Gamma would
+    make the sup infinite) nor get a force from the energy term (only the transport term acts on them).
+    The fraction of particles outside is logged (``box_outside_frac``).
+
+``reference_shape="ball"`` replaces the cube by the ball of radius s around c (same rules with |x - c|_2).
+A Barenblatt support of radius s/1.5 fills a fraction V_d (1/3)^d of the cube (7e-3 at d = 6, 4e-5 at
+d = 10) but (2/3)^d of the ball (9e-2 and 2e-2), so in high dimension almost no cube samples land in the
+support; the ball is an option, the cube is the paper's default.
+
+**Maps** (``map``): ``"mlp"`` the residual MLP T(x) = x + g(x) (Fan's OU/GMM map); ``"icnn"`` T = grad psi
+with psi a :class:`~wgfbench.nets.icnn.DenseICNN` (Fan's porous map; with ``icnn_layers=1`` it is affine,
+variational-jko.md §5.8), identity-pretrained on P_0 before the first step. With ICNN maps the method has
+densities (:mod:`wgfbench.densities`): at its samples by change of variables, at arbitrary points by
+inverting each gradient map.
+
+Training loop (variational-jko.md §1.5), every constant a config field; the defaults are Fan's OU
+protocol and ``FAN_POROUS_PARAMS`` holds the porous one. Per JKO step, ``iters_per_step`` outer
+iterations; each draws a minibatch y (``batch_size``) of the current particles and z ~ Gamma_k, takes
+``h_steps`` Adam steps on the dual with T(y) detached (J2) and ``t_steps`` Adam steps on T (J3), on the
+same (y, z). T and the dual are warm-started across steps and their Adam states persist. At the end of
+the step T is frozen (eval mode, no dropout) as T_{k+1}, the particles of P_{k+1} are regenerated from
+fresh P_0 samples through T_1..T_{k+1}, and Gamma is refit to them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
 
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
-from wgfbench.nets.mlp import RatioNet, ResidualMLP
+from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.nets.mlp import RatioNet, ResidualMLP, mlp_trunk
 from wgfbench.problems.gaussian import moment_fit
 from wgfbench.timing import timed
+
+# Fan et al.'s porous-medium protocol (variational-jko.md §1.5 table and §2.2; step size 5e-4 and 50
+# steps are suite values). t_steps is 2 for d = 3 and 1 for d = 6 in their scripts; h_hidden 2 / 3.
+FAN_POROUS_PARAMS: dict[str, object] = {
+    "map": "icnn",
+    "icnn_width": 64,
+    "icnn_layers": 1,
+    "icnn_rank": 1,
+    "iters_per_step": 1000,
+    "batch_size": 1024,
+    "h_steps": 3,
+    "t_steps": 2,
+    "lr_t": 1e-3,
+    "lr_h": 1e-3,
+    "weight_decay": 1e-7,
+    "h_width": 16,
+    "h_hidden": 2,
+    "box_scale": 1.5,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class VariationalJKOConfig(MethodConfig):
-    """Defaults: Fan et al.'s OU protocol (variational-jko.md §1.5 and §2.1)."""
+    """Defaults: Fan et al.'s OU protocol (variational-jko.md §1.5 and §2.1). Porous: FAN_POROUS_PARAMS."""
 
     n_particles: int = 512_000
     batch_size: int = 1024
@@ -49,14 +113,26 @@ class VariationalJKOConfig(MethodConfig):
     lr_t: float = 5e-3
     lr_h: float = 5e-3
     weight_decay: float = 0.0
+    map: str = "mlp"  # "mlp" (residual MLP) or "icnn" (gradient of a DenseICNN)
     t_width: int = 64
     t_hidden: int = 2
     t_dropout: float = 0.02
     t_final_prelu: bool = False
+    icnn_width: int = 64
+    icnn_layers: int = 2
+    icnn_rank: int = 1
+    icnn_activation: str = "celu"
+    icnn_strong_convexity: float = 1e-6
+    icnn_pretrain_iters: int = 4000
+    icnn_pretrain_lr: float = 8e-3
     h_width: int = 64
     h_hidden: int = 1
-    ratio: str = "quadratic"
-    gamma0_var: float = 1.5
+    ratio: str = "quadratic"  # KL only
+    gamma0_var: float = 1.5  # KL only
+    box_scale: float = 1.5  # generalised entropy only, from here on
+    box_quantile: float = 0.999
+    reference_shape: str = "box"  # "box" (the paper) or "ball"
+    dual_scale: str = "moment"  # "moment" or "box" (Fan's h)
     regen_chunk: int = 65_536
 
 
@@ -74,7 +150,9 @@ class GaussianReference:
             jitter = max(1e-10, 10 * jitter) * float(cov.diagonal().mean())
         self.mean = mean.to(device, dtype)
         self.chol = chol.to(device, dtype)
-        self.log_norm = float(torch.log(torch.diagonal(chol)).sum() + 0.5 * cov.shape[0] * torch.log(torch.tensor(2 * torch.pi)))
+        self.log_norm = float(
+            torch.log(torch.diagonal(chol)).sum() + 0.5 * cov.shape[0] * torch.log(torch.tensor(2 * torch.pi))
+        )
 
     def sample(self, n: int) -> Tensor:
         z = torch.randn(n, self.mean.shape[0], device=self.mean.device, dtype=self.mean.dtype)
@@ -85,27 +163,238 @@ class GaussianReference:
         return -0.5 * (sol**2).sum(0) - self.log_norm
 
 
+# --- KL: Gaussian reference and density-ratio dual ---------------------------------------------------
+class KLDual:
+    """F = tau KL(P || Q) with Gamma = moment-fit Gaussian and the log-ratio NWJ dual (module docstring)."""
+
+    def __init__(self, problem, config: VariationalJKOConfig, device: torch.device, dtype: torch.dtype) -> None:
+        d = problem.dim
+        self.problem = problem
+        self.tau = float(problem.temperature)
+        self.device, self.dtype = device, dtype
+        self.net = RatioNet(d, config.h_width, config.h_hidden, config.ratio).to(device, dtype)
+        eye = torch.eye(d, dtype=torch.float64)
+        self.gamma = GaussianReference(torch.zeros(d, dtype=torch.float64), config.gamma0_var * eye, device, dtype)
+
+    def refit(self, particles: Tensor) -> None:
+        fit = moment_fit(particles)
+        self.gamma = GaussianReference(fit.mean, fit.cov, self.device, self.dtype)
+
+    def sample_reference(self, n: int) -> Tensor:
+        return self.gamma.sample(n)
+
+    def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
+        """- (E_P[log r] - E_Gamma[r]): minimised over r (ascent on the NWJ lower bound)."""
+        return -self.net.log_ratio(ty).mean() + self.net.ratio(z).mean()
+
+    def energy(self, ty: Tensor) -> Tensor:
+        """tau E[log r(Ty) + log Gamma(Ty) - log Q(Ty)]: the T-loss term of F(T#P_k)."""
+        energy = self.net.log_ratio(ty) + self.gamma.log_density(ty) - self.problem.log_target(ty)
+        return self.tau * energy.mean()
+
+    def diagnostics(self, particles: Tensor) -> dict[str, float]:
+        return {}
+
+
+# --- generalised entropy: uniform reference on a robust box (or ball) and a density dual -------------------
+@dataclasses.dataclass(frozen=True)
+class UniformReference:
+    """Unif(Omega) for Omega the cube c + [-s, s]^d or the ball B(c, s); on the method's device."""
+
+    center: Tensor
+    half_width: float
+    shape: str
+
+    @property
+    def dim(self) -> int:
+        return self.center.shape[0]
+
+    @property
+    def log_volume(self) -> float:
+        d, s = self.dim, self.half_width
+        if self.shape == "box":
+            return d * math.log(2 * s)
+        return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1) + d * math.log(s)
+
+    def sample(self, n: int) -> Tensor:
+        c = self.center
+        if self.shape == "box":
+            return c + self.half_width * (2 * torch.rand(n, self.dim, device=c.device, dtype=c.dtype) - 1)
+        u = torch.randn(n, self.dim, device=c.device, dtype=c.dtype)
+        u = u / u.norm(dim=1, keepdim=True)
+        r = torch.rand(n, 1, device=c.device, dtype=c.dtype) ** (1.0 / self.dim)
+        return c + self.half_width * r * u
+
+    def norm(self, x: Tensor) -> Tensor:
+        """|x - c| in the norm whose unit ball is Omega's shape (inf-norm for the cube)."""
+        diff = x - self.center.to(x)
+        return diff.abs().amax(-1) if self.shape == "box" else diff.norm(dim=-1)
+
+    def project(self, x: Tensor) -> Tensor:
+        """Nearest point of Omega (identity inside)."""
+        c = self.center.to(x)
+        if self.shape == "box":
+            return c + (x - c).clamp(-self.half_width, self.half_width)
+        scale = (self.half_width / self.norm(x).clamp_min(1e-30)).clamp(max=1.0)
+        return c + (x - c) * scale.unsqueeze(-1)
+
+
+def fit_uniform_reference(particles: Tensor, scale: float, quantile: float, shape: str = "box") -> UniformReference:
+    """Omega centred at the coordinate-wise median c with half-width scale * quantile_q(|x - c|).
+
+    ``quantile=1`` takes the maximum (the paper's rule, 1.5 max |x|_inf, up to the centre).
+    """
+    if shape not in ("box", "ball"):
+        raise ValueError(f"reference_shape must be 'box' or 'ball', got {shape!r}")
+    if not 0 < quantile <= 1:
+        raise ValueError(f"box_quantile must be in (0, 1], got {quantile}")
+    x = particles.detach()
+    center = x.median(dim=0).values
+    ref = UniformReference(center, 1.0, shape)
+    radii = ref.norm(x).to(torch.float64)
+    idx = min(radii.shape[0] - 1, math.ceil(quantile * radii.shape[0]) - 1)
+    s = scale * float(torch.kthvalue(radii.cpu(), idx + 1).values)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"cannot fit a reference domain to the particles (half-width {s})")
+    return UniformReference(center, s, shape)
+
+
+class DensityNet(nn.Module):
+    """rho(x) = scale * out(u(x)), u an MLP trunk (PReLU), out = PReLU (m = 2) or softplus (rho > 0)."""
+
+    def __init__(self, dim: int, width: int, n_hidden: int, positive: bool):
+        super().__init__()
+        self.trunk = mlp_trunk(dim, 1, width, n_hidden)
+        self.out = nn.Softplus() if positive else nn.PReLU()
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * self.out(self.trunk(x)).squeeze(-1)
+
+
+class EntropyDual:
+    """F = 1/(m-1) ∫P^m with Gamma uniform on a robust box and the density dual rho (module docstring)."""
+
+    def __init__(self, problem, config: VariationalJKOConfig, device: torch.device, dtype: torch.dtype) -> None:
+        if config.dual_scale not in ("moment", "box"):
+            raise ValueError(f"dual_scale must be 'moment' or 'box', got {config.dual_scale!r}")
+        self.m = float(problem.m)
+        if not self.m > 1:
+            raise UnsupportedProblem(f"generalised entropy needs m > 1, got {self.m}")
+        self.config = config
+        self.net = DensityNet(problem.dim, config.h_width, config.h_hidden, positive=self.m != 2.0).to(device, dtype)
+        self.gamma: UniformReference | None = None
+        self.outside_frac = math.nan
+
+    def refit(self, particles: Tensor) -> None:
+        cfg = self.config
+        self.gamma = fit_uniform_reference(particles, cfg.box_scale, cfg.box_quantile, cfg.reference_shape)
+        self.outside_frac = float((self.gamma.norm(particles) > self.gamma.half_width).double().mean())
+        if cfg.dual_scale == "box":
+            log_scale = -self.gamma.log_volume
+        else:
+            d = particles.shape[1]
+            _, logdet = torch.linalg.slogdet(moment_fit(particles).cov)
+            log_scale = -0.5 * d * math.log(4 * math.pi) - 0.5 * float(logdet)
+        self.net.scale.fill_(math.exp(log_scale))
+
+    def sample_reference(self, n: int) -> Tensor:
+        return self.gamma.sample(n)
+
+    def _power_m_minus_1(self, rho: Tensor) -> Tensor:
+        return rho if self.m == 2.0 else rho ** (self.m - 1)
+
+    def _inside(self, x: Tensor) -> Tensor:
+        """x where it lies in Omega; elsewhere its projection onto Omega, detached (no force there)."""
+        outside = (self.gamma.norm(x) > self.gamma.half_width).unsqueeze(-1)
+        return torch.where(outside, self.gamma.project(x).detach(), x)
+
+    def energy(self, ty: Tensor) -> Tensor:
+        """m/(m-1) E[rho(Ty)^{m-1}], Ty outside Omega taken at its projection: the T-loss term of G(T#P_k)."""
+        return self.m / (self.m - 1) * self._power_m_minus_1(self.net(self._inside(ty))).mean()
+
+    def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
+        """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p."""
+        return self.energy(ty) - math.exp(self.gamma.log_volume) * (self.net(z) ** self.m).mean()
+
+    def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
+        return -self.dual_value(ty, z)
+
+    @torch.no_grad()
+    def diagnostics(self, particles: Tensor, n: int = 16_384) -> dict[str, float]:
+        """The dual's estimate of G at the new particles (before the refit), and the reference's size."""
+        idx = torch.randperm(particles.shape[0], device=particles.device)[:n]
+        value = float(self.dual_value(particles[idx], self.sample_reference(n)))
+        return {"gen_entropy_dual": value, "box_half_width": self.gamma.half_width}
+
+
+DUALS = {"kl": KLDual, "generalised_entropy": EntropyDual}
+
+
+# --- maps ------------------------------------------------------------------------------------------------
+class GradientOfPotential(nn.Module):
+    """T = grad psi as a module; differentiable in psi's parameters while training with grad enabled."""
+
+    def __init__(self, potential: nn.Module):
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.potential.gradient(x, create_graph=self.training and torch.is_grad_enabled())
+
+
+def build_map(dim: int, config: VariationalJKOConfig) -> nn.Module:
+    if config.map == "mlp":
+        return ResidualMLP(dim, config.t_width, config.t_hidden, config.t_dropout, config.t_final_prelu)
+    if config.map == "icnn":
+        from wgfbench.nets.icnn import DenseICNN
+
+        hidden = [config.icnn_width] * config.icnn_layers
+        psi = DenseICNN(dim, hidden, config.icnn_rank, config.icnn_activation, config.icnn_strong_convexity)
+        return GradientOfPotential(psi)
+    raise ValueError(f"map must be 'mlp' or 'icnn', got {config.map!r}")
+
+
 class VariationalJKO(JKOMethod):
-    """Fan et al.'s variational JKO for F = temperature * KL(P || Q). See the module docstring."""
+    """Fan et al.'s variational JKO for the KL and the generalised entropy. See the module docstring."""
 
     name = "variational_jko"
     Config = VariationalJKOConfig
-    functionals = frozenset({"kl"})
+    functionals = frozenset(DUALS)
 
     def __init__(self, problem, step_size: float, config: VariationalJKOConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
         d = problem.dim
-        self.tau = float(problem.temperature)
-        self.T = ResidualMLP(d, config.t_width, config.t_hidden, config.t_dropout, config.t_final_prelu).to(
-            self.device, self.dtype
-        )
-        self.r = RatioNet(d, config.h_width, config.h_hidden, config.ratio).to(self.device, self.dtype)
+        self.has_density = config.map == "icnn"
+        self.T = build_map(d, config).to(self.device, self.dtype)
+        self.dual = DUALS[problem.functional](problem, config, self.device, self.dtype)
+        self.r = self.dual.net
         self.opt_t = torch.optim.Adam(self.T.parameters(), lr=config.lr_t, weight_decay=config.weight_decay)
         self.opt_h = torch.optim.Adam(self.r.parameters(), lr=config.lr_h, weight_decay=config.weight_decay)
         self.maps: list[nn.Module] = []
+        self._density_maps: list = []
         self.particles = self._push(self._sample_p0(config.n_particles, self.generator))
-        eye = torch.eye(d, dtype=torch.float64)
-        self.gamma = GaussianReference(torch.zeros(d, dtype=torch.float64), config.gamma0_var * eye, self.device, self.dtype)
+        if isinstance(self.dual, EntropyDual):
+            self.dual.refit(self.particles)
+        self.pretrain_s = 0.0
+        if config.map == "icnn" and config.icnn_pretrain_iters > 0:
+            self._pretrain_identity()
+
+    def _pretrain_identity(self) -> None:
+        """Fit grad psi ~ id on P_0 particles (Mokrov et al.'s protocol; variational-jko.md §1.3)."""
+        from wgfbench.nets.icnn import pretrain_identity
+
+        cfg = self.config
+        n = self.particles.shape[0]
+        with timed(self.device) as m:
+            pretrain_identity(
+                self.T.potential,
+                lambda b: self.particles[torch.randint(n, (b,), device=self.device)],
+                batch_size=cfg.batch_size,
+                lr=cfg.icnn_pretrain_lr,
+                max_iters=cfg.icnn_pretrain_iters,
+            )
+        self.pretrain_s = m.seconds
 
     # --- sampling P_k = (T_k o ... o T_1) # P_0 --------------------------------------------------
     def _sample_p0(self, n: int, generator: torch.Generator) -> Tensor:
@@ -125,16 +414,45 @@ class VariationalJKO(JKOMethod):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self._push(self._sample_p0(n, generator)).cpu()
 
-    # --- one JKO step --------------------------------------------------------------------------------
-    def _h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
-        """- (E_P[log r] - E_Gamma[r]): minimised over r (ascent on the NWJ lower bound)."""
-        return -self.r.log_ratio(ty).mean() + self.r.ratio(z).mean()
+    # --- densities (ICNN maps only) --------------------------------------------------------------------
+    def _gradient_maps(self) -> list:
+        """float64 copies of the frozen potentials as :class:`~wgfbench.densities.GradientMap` (cached per k).
 
+        Densities are evaluated in float64 whatever the training dtype: the Newton inversion then reaches
+        its float64 tolerance (1e-9) and the log-determinants carry no float32 round-off.
+        """
+        from wgfbench.densities import GradientMap
+
+        if len(self._density_maps) != len(self.maps):
+            self._density_maps = [GradientMap(copy.deepcopy(m.potential).double()) for m in self.maps]
+        return self._density_maps
+
+    def sample_with_log_density(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Samples of P_k and log p_k at them: log p_0(x_0) - sum_i log det Hess psi_i (change of variables)."""
+        if not self.has_density:
+            return super().sample_with_log_density(n, generator)
+        from wgfbench.densities import push_with_log_density
+
+        x0 = self._sample_p0(n, generator)
+        log_p0 = self.problem.initial().log_density(x0).to(self.device)
+        y, log_p = push_with_log_density(self._gradient_maps(), x0.to(self.device, torch.float64), log_p0)
+        return y.to(self.dtype).cpu(), log_p.cpu()
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """log p_k at arbitrary points by inverting T_k, ..., T_1 (NaN where an inversion fails)."""
+        if not self.has_density:
+            return super().log_density(x)
+        from wgfbench.densities import log_density_by_inversion
+
+        p0 = self.problem.initial()
+        result = log_density_by_inversion(self._gradient_maps(), x.to(self.device, torch.float64), p0.log_density)
+        return result.log_density.cpu()
+
+    # --- one JKO step --------------------------------------------------------------------------------
     def _t_loss(self, y: Tensor, ty: Tensor) -> Tensor:
-        """E|y - Ty|^2/(2h) + tau E[log r(Ty) + log Gamma(Ty) - log Q(Ty)]."""
+        """E|y - Ty|^2/(2h) + the dual's estimate of F(T#P_k) (up to terms constant in T)."""
         transport = ((y - ty) ** 2).sum(-1).mean() / (2.0 * self.h)
-        energy = self.r.log_ratio(ty) + self.gamma.log_density(ty) - self.problem.log_target(ty)
-        return transport + self.tau * energy.mean()
+        return transport + self.dual.energy(ty)
 
     def _train_step(self) -> float:
         cfg = self.config
@@ -144,13 +462,13 @@ class VariationalJKO(JKOMethod):
         for _ in range(cfg.iters_per_step):
             idx = torch.randint(n, (cfg.batch_size,), device=self.device)
             y = self.particles[idx]
-            z = self.gamma.sample(cfg.batch_size)
+            z = self.dual.sample_reference(cfg.batch_size)
             with torch.no_grad():
                 ty = self.T(y)
             self.r.requires_grad_(True)
             for _ in range(cfg.h_steps):
                 self.opt_h.zero_grad(set_to_none=True)
-                self._h_loss(ty, z).backward()
+                self.dual.h_loss(ty, z).backward()
                 self.opt_h.step()
             self.r.requires_grad_(False)
             for _ in range(cfg.t_steps):
@@ -170,10 +488,15 @@ class VariationalJKO(JKOMethod):
             self.maps.append(frozen)
             self.particles = self._push(self._sample_p0(self.config.n_particles, self.generator))
             check_finite("variational JKO particles", self.particles)
-            fit = moment_fit(self.particles)
-            self.gamma = GaussianReference(fit.mean, fit.cov, self.device, self.dtype)
+            diagnostics = self.dual.diagnostics(self.particles)
+            self.dual.refit(self.particles)
+        extra = {"peak_mem_mb": train.peak_mem_mb, **diagnostics}
+        if isinstance(self.dual, EntropyDual):
+            extra["box_outside_frac"] = self.dual.outside_frac
+        if self.k == 0 and self.pretrain_s:
+            extra["pretrain_s"] = self.pretrain_s
         self.k += 1
-        return StepStats(train_s=train.seconds, regen_s=regen.seconds, loss=loss, extra={"peak_mem_mb": train.peak_mem_mb})
+        return StepStats(train_s=train.seconds, regen_s=regen.seconds, loss=loss, extra=extra)
 
     # --- checkpointing --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -194,10 +517,10 @@ class VariationalJKO(JKOMethod):
         self.opt_t.load_state_dict(state["opt_t"])
         self.opt_h.load_state_dict(state["opt_h"])
         self.maps = []
+        self._density_maps = []
         for sd in state["maps"]:
             m = copy.deepcopy(self.T).eval().requires_grad_(False)
             m.load_state_dict(sd)
             self.maps.append(m)
         self.particles = self._push(self._sample_p0(self.config.n_particles, self.generator))
-        fit = moment_fit(self.particles)
-        self.gamma = GaussianReference(fit.mean, fit.cov, self.device, self.dtype)
+        self.dual.refit(self.particles)
