@@ -62,3 +62,21 @@ def test_checkpoint_round_trip_continues_identically() -> None:
     gen1, gen2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     torch.testing.assert_close(a.sample(64, gen1), b.sample(64, gen2))
     assert b.k == 1
+
+
+def test_gaussian_reference_jitters_a_singular_fit_and_refuses_a_collapsed_one() -> None:
+    import pytest
+
+    from wgfbench.methods.base import Diverged
+    from wgfbench.methods.variational_jko import GaussianReference
+
+    small = 1e-3 * torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # rank 1, small scale
+    ref = GaussianReference(torch.zeros(2, dtype=torch.float64), small, torch.device("cpu"), torch.float32)
+    assert torch.isfinite(ref.log_density(torch.zeros(1, 2))).all()
+    with pytest.raises(Diverged):
+        GaussianReference(
+            torch.zeros(2, dtype=torch.float64),
+            torch.full((2, 2), float("nan"), dtype=torch.float64),
+            torch.device("cpu"),
+            torch.float32,
+        )

@@ -76,7 +76,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.methods.base import Diverged, JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
 from wgfbench.nets.mlp import RatioNet, ResidualMLP, mlp_trunk
 from wgfbench.problems.gaussian import moment_fit
 from wgfbench.timing import timed
@@ -141,13 +141,16 @@ class GaussianReference:
 
     def __init__(self, mean: Tensor, cov: Tensor, device: torch.device, dtype: torch.dtype):
         cov = 0.5 * (cov + cov.T)
-        jitter = 0.0
         eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+        scale = float(cov.diagonal().abs().mean()) or 1.0
+        rel = 0.0
         while True:  # a singular fit (tiny N or collapsed particles) gets the smallest jitter that works
-            chol, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+            chol, info = torch.linalg.cholesky_ex(cov + rel * scale * eye)
             if int(info) == 0:
                 break
-            jitter = max(1e-10, 10 * jitter) * float(cov.diagonal().mean())
+            rel = 1e-10 if rel == 0.0 else 10.0 * rel
+            if rel > 1.0:
+                raise Diverged("the reference Gaussian's covariance is not positive definite (collapsed particles?)")
         self.mean = mean.to(device, dtype)
         self.chol = chol.to(device, dtype)
         self.log_norm = float(
