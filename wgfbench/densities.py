@@ -118,7 +118,8 @@ class InversionResult:
     """Solution x of T(x) = y per row, with convergence diagnostics.
 
     ``residual`` = |T(x) - y|_2 at the returned x; ``step`` = |H(x)^{-1} (T(x) - y)|_2, the Newton estimate of
-    |x - x*|; ``converged`` = residual <= tol; ``iterations`` = Newton iterations used.
+    |x - x*|; ``converged`` = residual <= tol; ``iterations`` = Newton iterations used; ``logdet`` =
+    log |det J_T(x)| at the returned x when the solver has it (saves recomputing the Jacobian).
     """
 
     x: Tensor
@@ -127,6 +128,7 @@ class InversionResult:
     step: Tensor
     iterations: int
     tol: float
+    logdet: Tensor | None = None
 
 
 class InversionError(RuntimeError):
@@ -209,7 +211,10 @@ class GradientMap:
                 r = g - y
                 active = (res > tol) & ~stalled
             step = _spd_solve(h, r).norm(dim=-1)
-        return InversionResult(x=x, converged=res <= tol, residual=res, step=step, iterations=it, tol=tol)
+            logdet = logdet_spd(h)
+        return InversionResult(
+            x=x, converged=res <= tol, residual=res, step=step, iterations=it, tol=tol, logdet=logdet
+        )
 
 
 def _spd_solve(h: Tensor, r: Tensor) -> Tensor:
@@ -323,7 +328,8 @@ def log_density_by_inversion(
             max_res = max(max_res, float(inv.residual.max()) if inv.residual.numel() else 0.0)
             x = inv.x
             with torch.no_grad():
-                logdet = logdet + t_map.forward_with_logdet(x)[1].to(logdet.dtype)
+                ld = inv.logdet if inv.logdet is not None else t_map.forward_with_logdet(x)[1]
+                logdet = logdet + ld.to(logdet.dtype)
         with torch.no_grad():
             lp = log_p0(x).to(device=logdet.device, dtype=logdet.dtype) - logdet
         outs.append(torch.where(conv, lp, torch.full_like(lp, float("nan"))))

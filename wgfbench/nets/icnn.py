@@ -144,14 +144,14 @@ class DenseICNN(nn.Module):
             proj = torch.einsum("ni,roi->nro", x, quad.quad)
             # D Quad_l = 2 sum_r proj_r q_r + A_l, as a batched matmul over the outputs: (o, n, r) @ (o, r, d)
             jq = 2.0 * (proj.permute(2, 0, 1) @ quad.quad.permute(1, 0, 2)).permute(1, 0, 2) + quad.linear.weight
-            q_val = (proj**2).sum(1) + quad.linear(x)
+            q_val = (proj * proj).sum(1) + quad.linear(x)
             if i == 0:
                 u, ju, d1, d2 = q_val, jq, None, None
                 z, jz = u, ju
             else:
                 w = self.convex[i - 1].weight
                 u = z @ w.T + q_val
-                ju = torch.matmul(w, jz) + jq
+                ju = (jz.transpose(1, 2) @ w.T).transpose(1, 2) + jq  # one (n d, w) @ (w, o) matmul
                 z, d1, d2 = _activation_and_derivatives(self.activation, u)
                 jz = d1.unsqueeze(-1) * ju
             layers.append((jq, ju, d1, d2))
