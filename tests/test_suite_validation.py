@@ -227,6 +227,30 @@ def test_unreadable_documents(tmp_path: Path, text: str, where: str, allowed: st
     assert allowed in msg, msg
 
 
+def test_merge_keys_may_override(tmp_path: Path) -> None:
+    text = """
+name: merged
+experiments:
+  ou: &base
+    problem: ou
+    dims: [2]
+    seeds: 1
+    step_size: 0.1
+    n_steps: 3
+    methods: {exact_jko: {}}
+  ou2:
+    <<: *base
+    n_steps: 2
+"""
+    suite = load_suite(write(tmp_path, text))
+    assert {r.n_steps for r in suite.runs if r.experiment == "ou2"} == {2}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_suites_are_valid(path: Path) -> None:
+    assert load_suite(path).runs
+
+
 def test_missing_file(tmp_path: Path) -> None:
     msg = only_error(tmp_path / "nope.yaml")
     assert msg.startswith(f"{tmp_path / 'nope.yaml'}: cannot read the suite file"), msg

@@ -421,11 +421,17 @@ class _DuplicateKey(yaml.YAMLError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one).
+
+    Keys brought in by a merge (``<<: *anchor``) may be overridden, as YAML intends; only keys written
+    twice in the same mapping are refused.
+    """
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
