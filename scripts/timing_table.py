@@ -1,0 +1,339 @@
+#!/usr/bin/env python
+r"""Seconds per JKO step vs dimension for every registered method, the centrepiece's speed ratios, and where the
+time goes. Writes ``results/timing/``:
+
+* ``table.parquet`` / ``table.md``: one row per (method, d): seconds per JKO step, training and particle
+  regeneration separately (the method's own ``StepStats``, timed by :mod:`wgfbench.timing`), inner iterations
+  measured, training seconds per inner iteration, peak memory, provenance columns;
+* ``kernels.parquet`` (and a section of ``table.md``): the variational JKO inner loop vs its naive transcription,
+  and the exact ICNN log-det (closed-form and torch.func batched Hessians) vs per-coordinate backward passes, as
+  ratios measured side by side in this run;
+* ``seconds_per_step.png`` / ``.pdf``: log-log, seconds per JKO step vs d, one line per method;
+* ``profile_<method>_d<d>.txt``: torch.profiler operator tables of one step (where the time goes).
+
+What is measured (stated in table.md): OU problems, the timing budgets of ``suites/workloads.py``
+(``TIMING_PARAMS``: paper-sized networks and minibatches, 10 inner iterations per step, about 8-10k particles),
+one CPU thread, step 1 excluded as warm-up, median of the timed steps. Where a cell would exceed ``--cell-budget``
+seconds, fewer inner iterations are run and ``step_s`` is normalised to the common 10 iterations
+(``step_s = train_s / iters * 10 + regen_s``, flagged in the ``normalised`` column); cells predicted to need
+more than the budget even at one iteration are recorded as skipped, with the prediction.
+
+    python scripts/timing_table.py                      # full table (CPU: about 10-15 min on 2 cores)
+    python scripts/timing_table.py --dims 2 16 --methods variational_jko exact_jko --out /tmp/t   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "suites"))
+
+import workloads as W  # noqa: E402
+
+from wgfbench.methods.base import UnsupportedProblem  # noqa: E402
+from wgfbench.registry import METHODS  # noqa: E402
+from wgfbench.timing import measure, provenance  # noqa: E402
+
+DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
+COMMON_ITERS = 10
+
+
+def iters_field(method: str) -> str | None:
+    """The Config field holding the inner iterations per JKO step, if the method has one."""
+    import dataclasses
+
+    from wgfbench.registry import method_class
+
+    fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
+    return "iters_per_step" if "iters_per_step" in fields else None
+
+
+def measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dict:
+    """One (method, d) cell in a fresh process (so that its peak RSS is its own): see :func:`_measure_cell`."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        return pool.submit(_measure_cell, method, dim, iters, repeats).result()
+
+
+def _measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dict:
+    torch.set_num_threads(1)
+    params = {} if iters is None else {"iters_per_step": iters}
+    m = W.build_jko(method, dim, params=params)
+    t = measure(m.step, device=m.device, warmup=1, repeats=repeats, keep_results=True)
+    train = sorted(s.train_s for s in t.results)[len(t.results) // 2]
+    regen = sorted(s.regen_s for s in t.results)[len(t.results) // 2]
+    row = {
+        "step_s_measured": t.median,
+        "train_s": train,
+        "regen_s": regen,
+        "iters": iters if iters is not None else math.nan,
+        "train_s_per_iter": train / iters if iters else math.nan,
+        "peak_rss_mb": t.peak_mem_mb,
+        "repeats": repeats,
+    }
+    row["step_s"] = row["train_s_per_iter"] * COMMON_ITERS + regen if iters else t.median
+    row["normalised"] = bool(iters and iters != COMMON_ITERS)
+    return row
+
+
+def method_rows(method: str, dims: list[int], cell_budget: float, log) -> list[dict]:
+    """Cells of one method in increasing d; each cell's cost is predicted from the previous ones (growth in d
+    between linear and cubic) to choose the inner iterations and repeats that fit ``cell_budget`` seconds."""
+    field = iters_field(method)
+    base_iters = W.timing_params(method).get(field, COMMON_ITERS) if field else None
+    rows = []
+    prev: tuple[int, float, float] | None = None  # (dim, seconds per iteration (or per step), growth exponent)
+    for dim in dims:
+        row = {"method": method, "dim": dim, "status": "ok", "note": ""}
+        iters, repeats = base_iters, 3
+        if prev is not None:
+            unit = prev[1] * (dim / prev[0]) ** min(3.0, max(1.0, prev[2]))
+            if 2 * unit > cell_budget:
+                row.update(status="skipped", note=f"predicted {unit:.0f} s per {'iteration' if iters else 'step'}")
+            else:
+                if unit * (iters or 1) * 4 > cell_budget:
+                    repeats = 1
+                if iters:
+                    iters = min(base_iters, max(1, int(cell_budget / ((1 + repeats) * unit))))
+        if row["status"] == "ok":
+            t0 = time.perf_counter()
+            try:
+                row.update(measure_cell(method, dim, iters, repeats))
+            except UnsupportedProblem as err:
+                row.update(status="unsupported", note=str(err))
+            row["wall_s"] = time.perf_counter() - t0
+            if row["status"] == "ok":
+                unit = row["train_s_per_iter"] if iters else row["step_s"]
+                growth = (
+                    math.log(unit / prev[1]) / math.log(dim / prev[0]) if prev and unit > 0 and prev[1] > 0 else 2.0
+                )
+                prev = (dim, max(unit, 1e-6), growth)
+        log(
+            f"{method:22s} d={dim:4d} {row['status']:9s} step {row.get('step_s', math.nan):9.4f} s "
+            f"(iters {row.get('iters', math.nan)}, repeats {repeats}) {row['note']}"
+        )
+        rows.append(row)
+    return rows
+
+
+def kernel_rows(dims: list[int], log) -> list[dict]:
+    """Ours vs naive inner loop, and batched vs per-coordinate ICNN log-det, interleaved per dimension."""
+    rows = []
+    for dim in dims:
+        t = {}
+        for rnd in range(2):  # A B, B A: cancels drift between the two measurements
+            for impl in ("ours", "naive") if rnd == 0 else ("naive", "ours"):
+                wl = W.vjko_inner_workload(dim, iters=COMMON_ITERS, naive=impl == "naive", repeats=3)
+                t.setdefault(impl, []).append(measure(wl.setup(), warmup=1, repeats=3).median)
+        ours, naive = min(t["ours"]), min(t["naive"])
+        rows.append(
+            {
+                "kernel": "variational JKO inner loop (10 iterations, batch 1024, J2=3, J3=1)",
+                "dim": dim,
+                "reference": "naive transcription",
+                "reference_s": naive,
+                "impl": "ours (_train_step)",
+                "impl_s": ours,
+                "speedup": naive / ours,
+            }
+        )
+        log(f"vjko inner d={dim:4d}: ours {ours:.4f} s, naive {naive:.4f} s, speed-up {naive / ours:.2f}x")
+    for dim in [d for d in dims if d <= 64]:
+        for train in (False, True):
+            t = {}
+            for impl in W.LOGDET_IMPLS:
+                repeats = 3 if not (impl != "analytic" and dim >= 32 and train) else 1
+                wl = W.logdet_workload(dim, 256, impl=impl, train=train, repeats=repeats)
+                t[impl] = measure(wl.setup(), warmup=1, repeats=repeats).median
+            for impl in ("analytic", "torch_func"):
+                rows.append(
+                    {
+                        "kernel": f"ICNN log det Hess, n=256, {'value + parameter gradient' if train else 'value'}",
+                        "dim": dim,
+                        "reference": "per-coordinate backward passes",
+                        "reference_s": t["per_coordinate"],
+                        "impl": f"batched ({impl})",
+                        "impl_s": t[impl],
+                        "speedup": t["per_coordinate"] / t[impl],
+                    }
+                )
+            log(
+                f"logdet d={dim:3d} {'grad ' if train else 'value'}: "
+                + ", ".join(f"{k} {v:.4f} s" for k, v in t.items())
+            )
+    return rows
+
+
+def profile_step(method: str, dim: int, out: Path) -> list[tuple[str, float]]:
+    """torch.profiler table of one JKO step (after a warm-up step); returns the top operators by self CPU %."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = W.build_jko(method, dim)
+    m.step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        m.step()
+    avgs = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in avgs) or 1.0
+    text = avgs.table(sort_by="self_cpu_time_total", row_limit=25)
+    (out / f"profile_{method}_d{dim}.txt").write_text(text + "\n")
+    top = sorted(avgs, key=lambda e: -e.self_cpu_time_total)[:6]
+    return [(e.key, 100.0 * e.self_cpu_time_total / total) for e in top]
+
+
+def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ok = df[df.status == "ok"].copy()
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    sns.lineplot(data=ok, x="dim", y="step_s", hue="method", style="method", markers=True, dashes=False, ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("seconds per JKO step")
+    ax.set_title(
+        f"OU, timing budget ({COMMON_ITERS} inner iterations per step), 1 CPU thread\n"
+        f"{prov['device_name']} | torch {prov['torch_version']} | {prov['git_commit'][:12]}",
+        fontsize=8,
+    )
+    ax.legend(fontsize=7, title=None)
+    fig.tight_layout()
+    fig.savefig(out / "seconds_per_step.png", dpi=150)
+    fig.savefig(out / "seconds_per_step.pdf")
+    plt.close(fig)
+
+
+def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict, wall: float) -> str:
+    def fmt(x, spec=".4g"):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+    lines = [
+        "# Seconds per JKO step vs dimension (CPU)",
+        "",
+        "Measured by `scripts/timing_table.py` in one run; re-run with `python scripts/timing_table.py`.",
+        "",
+        "**Provenance:** " + ", ".join(f"{k}={v}" for k, v in prov.items()),
+        "",
+        "**GPU: not measured** (no GPU was lent to this task). The CPU numbers below are one thread on a shared",
+        "2-core machine; other jobs ran at the same time, so single cells carry noise of tens of percent.",
+        "",
+        "**What was measured.** OU problem (spectrum generator, seed 0), step size 0.05. Each cell builds a fresh",
+        "method with the timing budget of `suites/workloads.py` (`TIMING_PARAMS`: the papers' networks and",
+        f"minibatch, {COMMON_ITERS} inner iterations per step instead of 500, 8192-10240 particles), runs step 1 as",
+        "warm-up (excluded; it includes JKO-ICNN's identity pretraining, 20 iterations here), then times steps 2..",
+        "(median). `train_s` and `regen_s` are the method's own training and particle-regeneration times",
+        "(`StepStats`, timed by `wgfbench.timing`). `step_s` = seconds per JKO step at the common budget: where",
+        f"a cell ran fewer than {COMMON_ITERS} iterations to fit the time budget, `step_s = train_s / iters * "
+        f"{COMMON_ITERS} + regen_s` (column `normalised`). Each cell runs in a fresh process; peak RSS is that",
+        "process's (it includes the ~250 MB of an imported torch). At the papers' budget (500 iterations, 512k",
+        "particles) training takes ~50x longer and regeneration ~60x (times the number of maps for the pushforward",
+        "methods).",
+        "",
+        "| method | d | status | step s | train s | regen s | iters | train s / iter | normalised | peak RSS MB |"
+        " note |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in df.itertuples():
+        lines.append(
+            f"| {r.method} | {r.dim} | {r.status} | {fmt(r.step_s)} | {fmt(r.train_s)} | {fmt(r.regen_s)} | "
+            f"{fmt(r.iters, '.0f')} | {fmt(r.train_s_per_iter)} | {'yes' if r.normalised is True else ''} | "
+            f"{fmt(r.peak_rss_mb, '.0f')} | {r.note} |"
+        )
+    vj = df[(df.method == "variational_jko") & (df.status == "ok")].set_index("dim")
+    if len(vj) > 1:
+        lo, hi = vj.index.min(), vj.index.max()
+        lines += [
+            "",
+            f"Variational JKO, seconds per step d={hi} / d={lo}: **{vj.step_s[hi] / vj.step_s[lo]:.2f}x** "
+            f"(training per iteration: {vj.train_s_per_iter[hi] / vj.train_s_per_iter[lo]:.2f}x).",
+        ]
+    lines += [
+        "",
+        "## Speed ratios measured side by side (same run, interleaved)",
+        "",
+        "| kernel | d | reference | reference s | implementation | implementation s | speed-up |",
+        "|---|---:|---|---:|---|---:|---:|",
+    ]
+    for r in kernels.itertuples():
+        lines.append(
+            f"| {r.kernel} | {r.dim} | {r.reference} | {r.reference_s:.4f} | {r.impl} | {r.impl_s:.4f} | "
+            f"**{r.speedup:.2f}x** |"
+        )
+    lines += [
+        "",
+        "The naive inner loop (`suites/workloads.py::naive_train_step`) is the same algorithm (same networks,",
+        "optimisers, minibatch, J1/J2/J3) as a direct transcription would write it: Gamma as a",
+        "`torch.distributions.MultivariateNormal` rebuilt every iteration, T(y) recomputed for every h-step,",
+        "`zero_grad(set_to_none=False)`, no `requires_grad` toggling, `.item()` on both losses every iteration.",
+        "",
+        "## Where the time goes (torch.profiler, one step, self CPU time)",
+        "",
+    ]
+    for (method, dim), top in profiles.items():
+        ops = "; ".join(f"{name} {pct:.0f}%" for name, pct in top)
+        lines.append(f"- **{method}, d={dim}** (`profile_{method}_d{dim}.txt`): {ops}")
+    lines += ["", f"Total wall time of this run: {wall:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
+    ap.add_argument("--methods", nargs="+", default=sorted(METHODS))
+    ap.add_argument("--cell-budget", type=float, default=90.0, help="seconds one (method, d) cell may take")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "timing")
+    ap.add_argument("--no-kernels", action="store_true")
+    ap.add_argument("--no-profiles", action="store_true")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    prov = provenance("cpu")
+    rows = []
+    for method in args.methods:
+        rows += method_rows(method, sorted(args.dims), args.cell_budget, log)
+    df = pd.DataFrame(rows)
+    kernels = pd.DataFrame(kernel_rows(sorted(args.dims), log)) if not args.no_kernels else pd.DataFrame()
+    profiles = {}
+    if not args.no_profiles:
+        for method in args.methods:
+            ok = df[(df.method == method) & (df.status == "ok")]
+            for dim in sorted(
+                {min(64, int(ok.dim.max()))} | ({max(args.dims)} if method == "variational_jko" else set())
+            ):
+                if dim in set(ok.dim) and float(ok[ok.dim == dim].step_s.iloc[0]) < 20:
+                    profiles[method, dim] = profile_step(method, dim, args.out)
+    for key, value in prov.items():
+        df[key] = value
+        if len(kernels):
+            kernels[key] = value
+    df.to_parquet(args.out / "table.parquet", index=False)
+    if len(kernels):
+        kernels.to_parquet(args.out / "kernels.parquet", index=False)
+    figure(df, prov, args.out)
+    (args.out / "table.md").write_text(markdown(df, kernels, profiles, prov, time.perf_counter() - t0))
+    log(f"wrote {args.out}/table.md, table.parquet, kernels.parquet, seconds_per_step.png/.pdf")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

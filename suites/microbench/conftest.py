@@ -1,0 +1,34 @@
+"""pytest-benchmark micro-benchmarks of the hot kernels (not part of the ordinary test run).
+
+Run, save a baseline, compare against it (see suites/microbench/README.md)::
+
+    pytest suites/microbench --benchmark-enable --benchmark-only --benchmark-save=NAME
+    pytest suites/microbench --benchmark-enable --benchmark-only --benchmark-compare \\
+        --benchmark-compare-fail=median:100%
+
+Every benchmark runs on one CPU thread; provenance (git commit, versions, device) is added to the
+machine info of the saved JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # suites/, for `workloads`
+torch.set_num_threads(1)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from wgfbench.timing import provenance
+
+    machine_info["wgfbench"] = provenance("cpu")
+
+
+def run(benchmark, workload, rounds: int | None = None):
+    """Time a :class:`workloads.Workload` with pytest-benchmark: setup untimed, its warm-up calls excluded."""
+    call = workload.setup()
+    benchmark.extra_info["workload"] = workload.name
+    return benchmark.pedantic(call, rounds=rounds or workload.repeats, warmup_rounds=workload.warmup, iterations=1)
