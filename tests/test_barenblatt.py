@@ -273,3 +273,21 @@ def test_porous_metrics_exact_model_and_outside_support():
     out = problem.extra_metrics(0.005, y, generator=gen)
     assert math.isnan(out["gen_entropy_rel_err"]) and math.isnan(out["kl_model_exact"])
     assert np.isfinite(out["gen_entropy_rel_err_knn"]) and out["second_moment_rel_err"] > 0.1
+
+
+def test_radial_profile_density_and_figure(tmp_path):
+    from wgfbench.plots_porous import radial_density, radial_profile_figure
+
+    for dim in (1, 3, 6):
+        law = BarenblattLaw(dim, 2.0, 0.7)
+        value, _ = integrate.quad(lambda r, law=law: float(radial_density(law, np.array([r]))[0]), 0.0, 0.7)
+        assert value == pytest.approx(1.0, abs=1e-8)
+        # the histogram of |X| of exact samples matches it
+        r = law.sample(50_000, torch.Generator().manual_seed(dim)).norm(dim=1).numpy()
+        hist, edges = np.histogram(r, bins=20, range=(0.0, 0.7), density=True)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        assert np.abs(hist - radial_density(law, centers)).max() < 0.15 * radial_density(law, centers).max()
+    problem = make_barenblatt(2, 0)
+    radii = {k: problem.reference(k * 1e-3).sample(500, torch.Generator()).norm(dim=1).numpy() for k in (0, 5)}
+    written = radial_profile_figure([(problem, radii, 1e-3, "exact samples")], tmp_path / "radial")
+    assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in written)
