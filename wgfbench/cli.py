@@ -1,4 +1,4 @@
-"""Command line: ``wgfbench {list,validate,run,table,plot}``.
+"""Command line: ``wgfbench {list,validate,run,table,plot,plot-samples}``.
 
 ``wgfbench run`` is the code path of every Snakemake job, so a run from the command line and a
 run in a suite are the same computation. ``table`` and ``plot`` take any set of records (files or
@@ -150,6 +150,36 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot_samples(args: argparse.Namespace) -> int:
+    import torch
+
+    from wgfbench.records import read_records
+    from wgfbench.sample_figures import job_samples_figure
+    from wgfbench.suites import SuiteError, load_suite
+
+    torch.set_num_threads(args.threads)
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as e:
+        print(e, file=sys.stderr)
+        return 2
+    runs = [
+        r
+        for r in suite.runs
+        if r.experiment == args.experiment
+        and r.dim == args.dim
+        and r.seed == args.seed
+        and (not args.methods or r.method in args.methods)
+    ]
+    if not runs:
+        print(f"no job of {args.suite} matches {args.experiment}/*/d{args.dim}/s{args.seed}", file=sys.stderr)
+        return 2
+    records = read_records(args.records) if args.records else None
+    for p in job_samples_figure(runs, args.out, n=args.n, records=records, log=lambda m: print(m, file=sys.stderr)):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wgfbench",
@@ -204,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("records", nargs="+", help="record files or folders of them")
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(fn=cmd_plot)
+
+    q = sub.add_parser(
+        "plot-samples",
+        help="re-run a suite's jobs at one (experiment, dim, seed) and draw their final samples vs the reference",
+        description="Records keep metrics, not samples: the jobs' training is re-run (same code, seeds and budget "
+        "as the runner) and the last P_K is drawn against exact reference samples (d = 2: over the reference's "
+        "log-density contours; d > 2: on the reference's two principal axes). With --records, each re-run's last "
+        "loss is compared with the recorded one.",
+    )
+    q.add_argument("--suite", required=True, help="suite YAML file")
+    q.add_argument("--experiment", required=True)
+    q.add_argument("--dim", type=int, required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--methods", nargs="+", help="only these methods (default: all of the experiment at this dim)")
+    q.add_argument("--records", nargs="+", help="record files or folders, to check the re-runs against")
+    q.add_argument("--n", type=int, default=3000, help="samples per method (default 3000)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the Snakefile's jobs)")
+    q.set_defaults(fn=cmd_plot_samples)
     return p
 
 

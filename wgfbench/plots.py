@@ -193,12 +193,18 @@ def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[
     return _save(fig, path)
 
 
+# The headline metric of an experiment's standard figures: the first of these its records have.
+PRIMARY_METRICS = ("symkl_moment", "symkl_moment_target", "symkl_mc", "w2", "sw2")
+# Drawn as well (vs time, vs dim) where present: Mokrov et al.'s density SymKL, Fan et al.'s mixture KSD.
+SECONDARY_METRICS = ("symkl_mc", "ksd")
+
+
 def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
     """The standard figures for every experiment in the records; returns the files written."""
     outdir = Path(outdir)
     written: list[Path] = []
     for exp, edf in df.groupby("experiment", sort=False):
-        metric = next((m for m in ("symkl_moment", "symkl_mc", "w2", "sw2") if m in edf and edf[m].notna().any()), None)
+        metric = next((m for m in PRIMARY_METRICS if m in edf and edf[m].notna().any()), None)
         if metric is None:
             continue
         written += error_vs_time(edf, metric, outdir / f"{exp}_error_vs_time", title=f"{exp}: {metric_label(metric)}")
@@ -212,4 +218,12 @@ def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
         if edf["dim"].nunique() > 1:
             written += error_vs_dim(edf, metric, outdir / f"{exp}_error_vs_dim", title=exp)
             written += seconds_vs_dim(edf, outdir / f"{exp}_seconds_per_step", title=exp)
+        for extra in SECONDARY_METRICS:
+            if extra == metric or extra not in edf or not (edf.loc[edf["status"] == "ok", extra] > 0).any():
+                continue
+            written += error_vs_time(
+                edf, extra, outdir / f"{exp}_{extra}_vs_time", title=f"{exp}: {metric_label(extra)}"
+            )
+            if edf["dim"].nunique() > 1:
+                written += error_vs_dim(edf, extra, outdir / f"{exp}_{extra}_vs_dim", title=exp)
     return written
