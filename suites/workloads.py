@@ -308,10 +308,10 @@ def gate_workloads() -> list[Workload]:
     return [
         jko_step_workload("variational_jko", 4),
         jko_step_workload("variational_jko", 64),
-        jko_step_workload("exact_jko", 64, repeats=10),
+        jko_step_workload("exact_jko", 128, repeats=10),
         vjko_inner_workload(16, iters=10, repeats=4),
-        metric_workload("symkl_moment", 32, 16_384),
-        metric_workload("bures_w2_moment", 32, 16_384),
+        metric_workload("symkl_moment", 64, 65_536),
+        metric_workload("bures_w2_moment", 64, 65_536),
         metric_workload("sliced_w2", 32, 8_192),
         w2_emd_workload(8, 400),
         exact_reference_workload(128),

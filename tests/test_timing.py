@@ -18,6 +18,7 @@ def test_timed_cpu_fills_positive_seconds_and_memory():
         assert isinstance(m, Measurement)
         torch.randn(64, 64) @ torch.randn(64, 64)
     assert m.seconds > 0
+    assert m.cpu_seconds >= 0
     assert m.peak_mem_mb > 0
 
 
@@ -32,6 +33,7 @@ def test_measure_excludes_warmup_calls_and_keeps_results():
     assert isinstance(t, Timing)
     assert len(calls) == 5  # 2 warm-up + 3 timed
     assert len(t.seconds) == 3 and all(s > 0 for s in t.seconds)
+    assert len(t.cpu_seconds) == 3 and all(c >= 0 for c in t.cpu_seconds)
     assert t.warmup == 2
     assert t.results == [3, 4, 5]  # the warm-up calls' results are not among the timed ones
     assert t.min <= t.median

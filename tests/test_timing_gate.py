@@ -17,7 +17,11 @@ spec.loader.exec_module(gate)
 
 
 def rounds(values: list[float], name: str = "w") -> list[dict]:
-    return [{name: {"median": v, "min": 0.95 * v, "seconds": [v]}} for v in values]
+    return [{name: {"cpu": {"median": v, "min": 0.95 * v}, "wall": {"median": 2 * v, "min": v}}} for v in values]
+
+
+def one(v: float) -> dict:
+    return {"cpu": {"median": v, "min": v}, "wall": {"median": v, "min": v}}
 
 
 def verdict(base: list[float], cur: list[float], factor: float = 1.6, **kw) -> dict:
@@ -30,6 +34,15 @@ def test_twice_as_slow_everywhere_is_a_regression():
     assert row["verdict"] == "REGRESSION"
     assert row["ratio_median"] == pytest.approx(2.0)
     assert row["ratio_min"] == pytest.approx(2.0)
+
+
+def test_clock_choice():
+    base = rounds([1.0] * 3)
+    cur = [{"w": {"cpu": {"median": 1.0, "min": 1.0}, "wall": {"median": 4.0, "min": 4.0}}} for _ in range(3)]
+    (cpu_row,) = gate.compare(base, cur, 1.6, clock="cpu")
+    (wall_row,) = gate.compare(base, cur, 1.6, clock="wall")
+    assert cpu_row["verdict"] == "ok" and cpu_row["other_ratio"] == pytest.approx(2.0)
+    assert wall_row["verdict"] == "REGRESSION" and wall_row["ratio_median"] == pytest.approx(2.0)
 
 
 def test_small_slowdown_and_speedup():
@@ -52,6 +65,13 @@ def test_both_statistics_must_exceed_the_factor():
     assert row["verdict"] == "ok"
 
 
+def test_not_slower_in_every_round_is_not_a_regression():
+    # two rounds where the current tree was faster: no systematic slowdown, whatever the medians say
+    row = verdict([1.0, 1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0])
+    assert row["ratio_lo"] < 1.0
+    assert row["verdict"] == "ok"
+
+
 def test_allowed_regression_is_reported_not_failed():
     row = verdict([1.0] * 3, [2.0] * 3, allow="^w$")
     assert row["verdict"] == "allowed"
@@ -59,8 +79,8 @@ def test_allowed_regression_is_reported_not_failed():
 
 
 def test_new_broken_and_failed_workloads():
-    base = [{"a": {"median": 1.0, "min": 1.0}, "b": {"median": 1.0, "min": 1.0}, "c": {"error": "X"}}]
-    cur = [{"a": {"median": 1.0, "min": 1.0}, "b": {"error": "KeyError: boom"}, "c": {"median": 1.0, "min": 1.0}}]
+    base = [{"a": one(1.0), "b": one(1.0), "c": {"error": "X"}}]
+    cur = [{"a": one(1.0), "b": {"error": "KeyError: boom"}, "c": one(1.0)}]
     rows = {r["workload"]: r for r in gate.compare(base, cur, 1.6)}
     assert rows["a"]["verdict"] == "ok"
     assert rows["b"]["verdict"] == "BROKEN" and "boom" in rows["b"]["note"]

@@ -12,6 +12,11 @@ timing gate, ``scripts/timing_table.py``) times through this module.
   synchronised after the warm-up so that queued warm-up work does not leak into the first sample.
 * :func:`provenance` says where and with what a number was computed.
 
+Besides wall time, every block records the process's CPU time (``time.process_time``, all threads of the
+process): on a shared machine it is much less sensitive to other jobs than wall time, which is why the CI
+timing gate compares CPU seconds (wall time stays the reported figure; on CUDA the CPU time is only the
+host's share).
+
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA (reset per measured block); on the CPU the
 process's peak resident set size (``ru_maxrss``), which is monotone over the process's life (an
 upper bound on the block's own peak, not a per-block figure).
@@ -38,6 +43,7 @@ class Measurement:
 
     seconds: float = float("nan")
     peak_mem_mb: float = float("nan")
+    cpu_seconds: float = float("nan")
 
 
 def _rss_peak_mb() -> float:
@@ -60,16 +66,19 @@ def timed(device: torch.device | str = "cpu") -> Iterator[Measurement]:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        c0 = time.process_time()
         start.record()
         yield out
         end.record()
         end.synchronize()
+        out.cpu_seconds = time.process_time() - c0
         out.seconds = start.elapsed_time(end) / 1e3
         out.peak_mem_mb = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         yield out
         out.seconds = time.perf_counter() - t0
+        out.cpu_seconds = time.process_time() - c0
         out.peak_mem_mb = _rss_peak_mb()
 
 
@@ -82,6 +91,7 @@ class Timing:
     peak_mem_mb: float
     device: str
     results: list[Any] = field(default_factory=list, repr=False)
+    cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -130,16 +140,18 @@ def measure(
         fn()
     synchronize(dev)
     seconds: list[float] = []
+    cpu: list[float] = []
     results: list[Any] = []
     peak = 0.0
     for _ in range(repeats):
         with timed(dev) as m:
             out = fn()
         seconds.append(m.seconds)
+        cpu.append(m.cpu_seconds)
         peak = max(peak, m.peak_mem_mb)
         if keep_results:
             results.append(out)
-    return Timing(seconds=seconds, warmup=warmup, peak_mem_mb=peak, device=str(dev), results=results)
+    return Timing(seconds=seconds, warmup=warmup, peak_mem_mb=peak, device=str(dev), results=results, cpu_seconds=cpu)
 
 
 def device_name(device: torch.device | str) -> str:
