@@ -126,7 +126,9 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
         "independent exact samples of the same size). Only runs with status `ok` enter the means.",
         "",
     ]
-    for exp, es in summ.groupby("experiment", sort=False):
+    # every experiment of the records gets a section, also one where no run finished ok (its status counts)
+    for exp in dict.fromkeys(df["experiment"]):
+        es = summ[summ["experiment"] == exp] if "experiment" in summ else summ
         edf = df[df["experiment"] == exp]
         dims = sorted(edf["dim"].unique())
         methods = list(dict.fromkeys(edf["method"]))
@@ -134,7 +136,9 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
         t_rep = float(edf["report_t"].iloc[0])
         n_seeds = edf.groupby("method")["seed"].nunique().max()
         lines += [f"## {exp} ({problem}; t = {t_rep:g}; up to {n_seeds} seeds per cell)", ""]
-        for _, qs in es.groupby("quantity", sort=False):
+        if es.empty:
+            lines += ["No run of this experiment finished with status `ok`: nothing to average.", ""]
+        for _, qs in es.groupby("quantity", sort=False) if not es.empty else ():
             lines += [f"**{qs['label'].iloc[0]}**", ""]
             lines += ["| method | " + " | ".join(f"d={d}" for d in dims) + " |"]
             lines += ["|---|" + "---|" * len(dims)]
@@ -149,7 +153,7 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
                     )
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             lines.append("")
-        if "symkl_moment_jko_pde" in edf:
+        if "symkl_moment_jko_pde" in edf and not es.empty:
             disc = at_report_time(edf, "symkl_moment_jko_pde").groupby("dim")["symkl_moment_jko_pde"]
             vals = disc.apply(lambda s: mean_ci(_log10(s))[0])
             lines += [
