@@ -246,6 +246,13 @@ experiments:
     assert {r.n_steps for r in suite.runs if r.experiment == "ou2"} == {2}
 
 
+def test_exponent_notation_is_a_number(tmp_path: Path) -> None:
+    # YAML 1.1 would read 1e-3 as the string '1e-3' (and the type check would refuse it)
+    doc = yaml.safe_dump(changed((*METHODS, "variational_jko", "params", "lr_t"), "LR"), sort_keys=False)
+    suite = load_suite(write(tmp_path, doc.replace("lr_t: LR", "lr_t: 1e-3")))
+    assert {r.method_params.get("lr_t") for r in suite.runs if r.method == "variational_jko"} == {0.001}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_suites_are_valid(path: Path) -> None:
     assert load_suite(path).runs
