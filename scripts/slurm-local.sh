@@ -18,8 +18,9 @@
 # with this machine's CPUs and memory (from `slurmd -C`), proctrack/linuxproc, task/none, no accounting
 # (no slurmdbd: the executor plugin polls job states with `squeue`, and MinJobAge keeps finished jobs
 # visible for it), select/cons_tres with cores and memory as consumable resources. The node declares one
-# GPU as a generic resource without a device file, only so that the profile's GPU requests (`--gpus=1` for
-# neural methods with `--config gpu=1`) are scheduled and can be checked; torch still runs on the CPU.
+# GPU generic resource whose device file is /dev/null, only so that the profile's GPU requests (`--gpus=1`
+# for neural methods with `--config gpu=1`) are scheduled and can be checked; torch still runs on the CPU.
+# The test's work folder is removed after a pass (kept on failure, or with WGFBENCH_SLURM_KEEP=1).
 #
 # Exit status: 0 done and checked; 1 a check failed (the pipeline or its records are wrong);
 # 77 SLURM cannot be set up here (not root, no apt-get, a package or a daemon fails): the reason and the
@@ -401,6 +402,10 @@ case "$cmd" in
         ;;
     test)
         t_all=$SECONDS
+        # one test at a time per checkout (a second one waits), as both would use the same cluster
+        mkdir -p "$D"
+        exec 9>"$D/test.lock"
+        flock -w 1200 9 || fail "another 'slurm-local.sh test' of this checkout holds $D/test.lock"
         work="$(mktemp -d /tmp/wgfbench-slurm-test.XXXXXX)"
         suite="${2:-}"
         if [ -z "$suite" ]; then
@@ -414,7 +419,9 @@ case "$cmd" in
         start
         run_suite "$suite" "$work" gpu=1
         check_run "$work" "$suite" 1
-        log "PASS in $((SECONDS - t_all)) s (work folder $work)"
+        log "PASS in $((SECONDS - t_all)) s"
+        # the work folder is kept when something failed (above, via fail), or on request
+        if [ "${WGFBENCH_SLURM_KEEP:-0}" = 1 ]; then log "work folder kept: $work"; else rm -rf "$work"; fi
         ;;
     *)
         sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

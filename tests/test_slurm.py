@@ -45,4 +45,6 @@ def test_suite_through_slurm() -> None:
     assert len(gpu_jobs) == 2 and all(
         re.search(rf"gres:gpu:1 .*{re.escape(w)}$", proc.stdout, re.MULTILINE) for w in gpu_jobs
     ), proc.stdout
+    cpu_jobs = [line for line in proc.stdout.splitlines() if "rule_run_wildcards_ou_exact_jko" in line]
+    assert len(cpu_jobs) == 2 and not any("gpu" in line for line in cpu_jobs), proc.stdout
     assert "PASS" in output
