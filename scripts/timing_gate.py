@@ -25,7 +25,7 @@ How it measures
   rounds of current) / (min over rounds of base). A workload **regresses** only if both exceed ``--factor``: the
   minimum is what the code can do when the machine leaves it alone, the paired median is what it does typically;
   a busy neighbour inflates one round or one tree, rarely both statistics. It must also be slower in every
-  round (each paired ratio above 1). Short kernels are called repeatedly until about 0.5 s is measured.
+  round (each paired ratio above 1). Short kernels are called repeatedly until about 0.3 s is measured.
 
 Exit status: 0 no regression; 1 regression (or a workload that ran in the base tree and fails in the current
 one); 2 the gate itself could not run. ``--plant MODULE:QUALNAME=FACTOR`` (repeatable) makes a temporary copy of
@@ -51,8 +51,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wgfbench", "baselines")
-DEFAULT_FACTOR = 1.6
-MIN_TIME_S = 0.5  # per workload and child: short kernels are called until about this much time is measured
+DEFAULT_FACTOR = 1.5
+MIN_TIME_S = 0.3  # per workload and child: short kernels are called until about this much time is measured
 MAX_REPEATS = 50
 
 

@@ -306,13 +306,13 @@ def logdet_workload(dim: int, n: int = 256, impl: str = "analytic", train: bool 
 def gate_workloads() -> list[Workload]:
     """What the CI timing gate compares between two trees: each 0.05-1 s per call on one core."""
     return [
-        jko_step_workload("variational_jko", 4),
-        jko_step_workload("variational_jko", 64),
+        jko_step_workload("variational_jko", 4, repeats=3),
+        jko_step_workload("variational_jko", 64, repeats=3),
         jko_step_workload("exact_jko", 128, repeats=10),
-        vjko_inner_workload(16, iters=10, repeats=4),
+        vjko_inner_workload(16, iters=10, repeats=3),
         metric_workload("symkl_moment", 64, 65_536),
         metric_workload("bures_w2_moment", 64, 65_536),
-        metric_workload("sliced_w2", 32, 8_192),
+        metric_workload("sliced_w2", 32, 4_096),
         w2_emd_workload(8, 400),
         exact_reference_workload(128),
         logdet_workload(16, 128, impl="analytic", train=True),
