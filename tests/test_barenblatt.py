@@ -291,3 +291,38 @@ def test_radial_profile_density_and_figure(tmp_path):
     radii = {k: problem.reference(k * 1e-3).sample(500, torch.Generator()).norm(dim=1).numpy() for k in (0, 5)}
     written = radial_profile_figure([(problem, radii, 1e-3, "exact samples")], tmp_path / "radial")
     assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in written)
+
+
+def test_porous_summary_table_from_records():
+    import pandas as pd
+
+    from wgfbench.plots_porous import discretisation_errors, summary_markdown
+
+    problem = make_barenblatt(3, 0)
+    rows = []
+    for seed, w2 in enumerate([0.10, 0.12, 0.14]):
+        for k in (0, 1, 2):
+            rows.append(
+                {
+                    "experiment": "porous",
+                    "problem": "barenblatt",
+                    "problem_params": '{"m": 2.0}',
+                    "method": "variational_jko",
+                    "dim": 3,
+                    "seed": seed,
+                    "h": 5e-4,
+                    "k": k,
+                    "w2": w2 if k == 2 else 0.0,
+                    "w2_floor": 0.1,
+                    "second_moment_rel_err": 0.01,
+                    "time_step_s": 2.0 if k else float("nan"),
+                    "status": "ok",
+                }
+            )
+    text = summary_markdown(pd.DataFrame(rows))
+    assert "n = 3: t = 0.001 (k = 2" in text
+    assert "| W2 | 0.12 ± 0.05 | 0.1" in text  # t_{0.975, 2} * 0.02 / sqrt(3) = 0.0497
+    assert "| E‖x‖² rel. err. | 0.01 ± 0 |  |" in text  # no floor column in the records: empty cell
+    disc = discretisation_errors(problem, 2, 5e-4)
+    assert f"{disc['w2']:.3g}" in text and disc["w2"] > 0
+    assert "| seconds per JKO step (wall) | 2 ± 0 |" in text
