@@ -3,7 +3,8 @@
 # with the cluster profile (profiles/slurm) exactly as a cluster user would, and check what comes out.
 #
 #   scripts/slurm-local.sh start                  # install (Debian packages) if needed, configure, start daemons
-#   scripts/slurm-local.sh run-suite [SUITE] [DIR] # snakemake --executor slurm on SUITE (default suites/default.yaml)
+#   scripts/slurm-local.sh run-suite [SUITE] [DIR] [CONFIG...]  # snakemake --executor slurm on SUITE
+#                                                 # (default suites/default.yaml), e.g. CONFIG gpu=1
 #   scripts/slurm-local.sh stop                   # stop the daemons this script started (and only those)
 #   scripts/slurm-local.sh test [SUITE]           # start, run a small suite (4 SLURM jobs, GPU requests on),
 #                                                 # check records and jobs, stop what it started
@@ -396,9 +397,12 @@ case "$cmd" in
     run-suite)
         suite="${2:-$ROOT/suites/default.yaml}"
         work="${3:-$(mktemp -d /tmp/wgfbench-slurm-run.XXXXXX)}"
+        shift $(($# < 3 ? $# : 3))
+        gpu=0
+        for a in "$@"; do [ "$a" = gpu=1 ] && gpu=1; done
         running || fail "the cluster is not running; run '$0 start' first"
-        run_suite "$suite" "$work"
-        check_run "$work" "$suite" 0
+        run_suite "$suite" "$work" "$@"
+        check_run "$work" "$suite" "$gpu"
         ;;
     test)
         t_all=$SECONDS
@@ -424,7 +428,7 @@ case "$cmd" in
         if [ "${WGFBENCH_SLURM_KEEP:-0}" = 1 ]; then log "work folder kept: $work"; else rm -rf "$work"; fi
         ;;
     *)
-        sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
