@@ -307,3 +307,16 @@ def test_faulty_runs_are_recorded_and_counted_per_cell_never_averaged(killed_and
     assert "| method | dim | timeout |" in sections["budget"] and "| variational_jko | 2 | 1 |" in sections["budget"]
     assert "No run of this experiment finished with status `ok`" in sections["budget"]
     assert "All 1 runs finished with status `ok`." in sections["long"]
+
+
+def test_forget_deletes_only_records_with_the_given_status(tmp_path) -> None:
+    import pandas as pd
+
+    from wgfbench.cli import main
+
+    runs = tmp_path / "runs" / "ou" / "m"
+    runs.mkdir(parents=True)
+    for name, status in (("d2_s0", "ok"), ("d2_s1", "failed"), ("d2_s2", "timeout")):
+        pd.DataFrame({"k": [0], "status": [status]}).to_parquet(runs / f"{name}.parquet")
+    assert main(["forget", str(tmp_path), "--status", "failed"]) == 0
+    assert sorted(p.stem for p in runs.glob("*.parquet")) == ["d2_s0", "d2_s2"]

@@ -80,3 +80,22 @@ def test_gaussian_reference_jitters_a_singular_fit_and_refuses_a_collapsed_one()
             torch.device("cpu"),
             torch.float32,
         )
+
+
+def test_centrepiece_is_a_gpu_job_on_clusters() -> None:
+    """The Snakefile asks a GPU for `accelerated` methods when run with --config gpu=1."""
+    from wgfbench.registry import method_class
+
+    assert method_class("variational_jko").accelerated
+    assert not method_class("exact_jko").accelerated
+
+
+def test_cli_parses_numbers_like_suites() -> None:
+    from wgfbench.cli import _kv
+
+    assert _kv(["lr_t=1e-3", "iters_per_step=5", "map=icnn", "t_final_prelu=true"], "--param") == {
+        "lr_t": 1e-3,
+        "iters_per_step": 5,
+        "map": "icnn",
+        "t_final_prelu": True,
+    }

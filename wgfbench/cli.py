@@ -19,8 +19,10 @@ from wgfbench import registry
 
 
 def _parse_value(text: str):
-    """A --param value: YAML scalars (ints, floats, booleans, strings)."""
-    return yaml.safe_load(text)
+    """A --param value: a YAML scalar read as suite files are (so 1e-3 is a float, true a boolean)."""
+    from wgfbench.suites import load_yaml
+
+    return load_yaml(text)
 
 
 def _kv(items: list[str] | None, flag: str) -> dict:
@@ -180,6 +182,26 @@ def cmd_plot_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Delete the records of runs with the given statuses, so that the next `snakemake` re-runs exactly those."""
+    import pandas as pd
+
+    statuses = set(args.status)
+    files = sorted(Path(args.results).rglob("*.parquet"))
+    records = [f for f in files if "runs" in f.relative_to(args.results).parts]
+    forgotten = 0
+    for f in records:
+        status = pd.read_parquet(f, columns=["status"])["status"].iloc[0]
+        if status in statuses:
+            print(f"{f} ({status})")
+            if not args.dry_run:
+                f.unlink()
+            forgotten += 1
+    verb = "would forget" if args.dry_run else "forgot"
+    print(f"{verb} {forgotten} of {len(records)} records with status in {sorted(statuses)}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wgfbench",
@@ -223,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--strict", action="store_true", help="exit 1 unless the run's status is ok")
     q.set_defaults(fn=cmd_run)
+
+    q = sub.add_parser(
+        "forget",
+        help="delete records of failed/diverged/timed-out runs so that snakemake re-runs them",
+        description="Records of runs that did not finish ok are results and are kept; snakemake does not re-run "
+        "them. Forget them to retry exactly those runs on the next `snakemake`.",
+    )
+    q.add_argument("results", help="a suite's results folder, e.g. results/default")
+    q.add_argument(
+        "--status",
+        nargs="+",
+        default=["failed"],
+        choices=["failed", "diverged", "timeout", "ok"],
+        help="statuses to forget (default: failed)",
+    )
+    q.add_argument("--dry-run", action="store_true", help="only list what would be forgotten")
+    q.set_defaults(fn=cmd_forget)
 
     q = sub.add_parser("table", help="aggregate records into table.md / table.parquet / summary.parquet")
     q.add_argument("records", nargs="+", help="record files or folders of them")

@@ -82,8 +82,8 @@ def evaluate_step(problem, method, k: int, h: float, spec: EvalSpec, run_seed: i
     pde = problem.reference(t)
     jko = problem.jko_reference(k, h)
     x = method.sample(spec.n_samples, gen).to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError("non-finite samples")
+    if not bool(torch.isfinite((x**2).sum(-1)).all()):  # also catches finite samples whose squares overflow
+        raise FloatingPointError("non-finite (or overflowing) samples")
     row = law_metrics(pde, x, spec, gen)
     if jko is not None:
         row |= law_metrics(jko, x, spec, gen, suffix="_vs_jko")

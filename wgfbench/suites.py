@@ -391,6 +391,11 @@ def parse_suite(data: Any, path: str = "<suite>") -> Suite:
     return Suite(name=name, description=desc, path=path, runs=tuple(runs))
 
 
+def load_yaml(text: str):
+    """Parse YAML as suites are parsed: safe, duplicate keys refused, 1e-3 read as a number."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read, validate and expand a suite file."""
     path = Path(path)
@@ -399,7 +404,7 @@ def load_suite(path: str | Path) -> Suite:
     except OSError as e:
         raise SuiteError([f"{path}: cannot read the suite file: {e.strerror}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        data = load_yaml(text)
     except _DuplicateKey as e:
         raise SuiteError(
             [f"{path}: {e.key}: duplicate key (line {e.line}); allowed: each key once per mapping"]

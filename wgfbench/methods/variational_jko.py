@@ -364,6 +364,7 @@ class VariationalJKO(JKOMethod):
     name = "variational_jko"
     Config = VariationalJKOConfig
     functionals = frozenset(DUALS)
+    accelerated = True
 
     def __init__(self, problem, step_size: float, config: VariationalJKOConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
