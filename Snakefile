@@ -27,6 +27,8 @@ except SuiteError as err:
 OUT = config.get("out", f"results/{SUITE.name}")
 USE_GPU = int(config.get("gpu", 0))
 RUNS = {r.job_id: r for r in SUITE.runs}
+# the CLI of the Python running this workflow (works whether or not the venv's bin is on PATH)
+WGFBENCH = f"'{sys.executable}' -m wgfbench.cli"
 
 
 def record_path(r):
@@ -79,6 +81,7 @@ rule run:
     log:
         f"{OUT}/logs/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.log",
     params:
+        cli=WGFBENCH,
         suite=SUITE_FILE,
         checkpoint=f"{OUT}/checkpoints/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.pt",
     threads: 1
@@ -90,7 +93,7 @@ rule run:
         gpu=gpus,
     shell:
         "mkdir -p $(dirname {params.checkpoint}) && "
-        "wgfbench run --suite {params.suite} "
+        "{params.cli} run --suite {params.suite} "
         "--job {wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed} "
         "--out {output} --checkpoint {params.checkpoint} --threads {threads} 2> {log}"
 
@@ -107,12 +110,13 @@ rule table:
     log:
         f"{OUT}/logs/table.log",
     params:
+        cli=WGFBENCH,
         title=f"Suite {SUITE.name}",
         out=folder_of_table,
     conda:
         "envs/wgfbench.yaml"
     shell:
-        "wgfbench table {input} --out {params.out} --title '{params.title}' > {log} 2>&1"
+        "{params.cli} table {input} --out {params.out} --title '{params.title}' > {log} 2>&1"
 
 
 rule figures:
@@ -124,7 +128,9 @@ rule figures:
         directory(f"{OUT}/figures"),
     log:
         f"{OUT}/logs/figures.log",
+    params:
+        cli=WGFBENCH,
     conda:
         "envs/wgfbench.yaml"
     shell:
-        "wgfbench plot {input} --out {output} > {log} 2>&1"
+        "{params.cli} plot {input} --out {output} > {log} 2>&1"

@@ -116,3 +116,13 @@ def test_gaussian_log_density_matches_torch_distributions() -> None:
     x = law.sample(10, torch.Generator().manual_seed(0))
     ref = torch.distributions.MultivariateNormal(law.mean, law.cov).log_prob(x)
     torch.testing.assert_close(law.log_density(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_kde_symkl_small_for_exact_samples_large_for_wrong_law_refused_above_d3() -> None:
+    ref = make_ou(2, 0).reference(0.3)
+    gen = torch.Generator().manual_seed(0)
+    exact, _ = metrics.kde_symkl(ref, ref.sample(2000, gen), gen)
+    wrong, _ = metrics.kde_symkl(ref, GaussianLaw(ref.mean + 1.0, ref.cov).sample(2000, gen), gen)
+    assert exact < 0.05 and wrong > 1.0, (exact, wrong)
+    with pytest.raises(ValueError, match="d <= 3"):
+        metrics.kde_symkl(make_ou(4, 0).reference(0.3), torch.zeros(10, 4), gen)

@@ -14,6 +14,8 @@ Metrics (see :mod:`wgfbench.metrics`):
 * ``w2``: exact OT (POT ``emd2``), ``sw2``: sliced W2 (256 fixed directions), ``energy``: energy
   distance, each on the first ``n_w2`` samples;
 * ``symkl_mc`` (+ ``symkl_mc_se``): Monte-Carlo SymKL on ``n_mc`` samples, for methods with a density;
+* ``symkl_kde`` (+ ``_se``): the same with a Gaussian KDE of ``n_mc`` samples as the model density, for
+  methods without one in d <= 3 (Mokrov et al.'s particle-method columns; KDE bias included);
 * problem-specific extras from ``problem.extra_metrics(...)`` when the problem defines it.
 """
 
@@ -89,6 +91,9 @@ def evaluate_step(problem, method, k: int, h: float, spec: EvalSpec, run_seed: i
         row |= law_metrics(jko, x, spec, gen, suffix="_vs_jko")
         if isinstance(jko, GaussianLaw) and isinstance(pde, GaussianLaw):
             row |= discretisation_metrics(jko, pde)
+    if not method.has_density and problem.dim <= 3:
+        value, se = metrics.kde_symkl(pde, x[: spec.n_mc], gen)
+        row |= {"symkl_kde": value, "symkl_kde_se": se}
     if method.has_density:
         row |= density_metrics(pde, method, spec, gen)
         if jko is not None:

@@ -184,6 +184,8 @@ def run(
                     "time_step_s": stats.train_s + stats.regen_s,
                     "loss": stats.loss,
                     "peak_mem_mb": stats.extra.get("peak_mem_mb", math.nan),
+                    # every other diagnostic the method reports (pretraining time, CG iterations, ...)
+                    **{f"extra_{key}": float(v) for key, v in stats.extra.items() if key != "peak_mem_mb"},
                 }
                 if k % spec.eval.every == 0 or k == spec.n_steps:
                     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
     ("symkl_moment", "log10 SymKL (moment fit) to the PDE solution", "log10", "symkl_moment_floor"),
     ("symkl_moment_vs_jko", "log10 SymKL (moment fit) to the exact JKO iterate", "log10", "symkl_moment_vs_jko_floor"),
     ("symkl_mc", "log10 SymKL (Monte Carlo, model density) to the PDE solution", "log10", None),
+    ("symkl_kde", "log10 SymKL (Monte Carlo, KDE of the samples; d <= 3) to the PDE solution", "log10", None),
     # Gaussian-mixture sampling (stationary target; wgfbench.problems.gmm)
     (
         "symkl_moment_target",
