@@ -56,18 +56,18 @@ def iters_field(method: str) -> str | None:
     return "iters_per_step" if "iters_per_step" in fields else None
 
 
-def measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dict:
-    """One (method, d) cell in a fresh process (so that its peak RSS is its own): see :func:`_measure_cell`."""
+def measure_cell(method: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
+    """One (method, d) cell in a fresh process (so that its peak memory is its own): see :func:`_measure_cell`."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        return pool.submit(_measure_cell, method, dim, iters, repeats).result()
+        return pool.submit(_measure_cell, method, dim, iters, repeats, device).result()
 
 
-def _measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dict:
+def _measure_cell(method: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
     torch.set_num_threads(1)
-    params = {} if iters is None else {"iters_per_step": iters}
+    params = {"device": device} | ({} if iters is None else {"iters_per_step": iters})
     m = W.build_jko(method, dim, params=params)
     t = measure(m.step, device=m.device, warmup=1, repeats=repeats, keep_results=True)
     train = sorted(s.train_s for s in t.results)[len(t.results) // 2]
@@ -78,7 +78,7 @@ def _measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dic
         "regen_s": regen,
         "iters": iters if iters is not None else math.nan,
         "train_s_per_iter": train / iters if iters else math.nan,
-        "peak_rss_mb": t.peak_mem_mb,
+        "peak_mem_mb": t.peak_mem_mb,
         "repeats": repeats,
     }
     row["step_s"] = row["train_s_per_iter"] * COMMON_ITERS + regen if iters else t.median
@@ -86,7 +86,7 @@ def _measure_cell(method: str, dim: int, iters: int | None, repeats: int) -> dic
     return row
 
 
-def method_rows(method: str, dims: list[int], cell_budget: float, log) -> list[dict]:
+def method_rows(method: str, dims: list[int], cell_budget: float, log, device: str = "cpu") -> list[dict]:
     """Cells of one method in increasing d; each cell's cost is predicted from the previous ones (growth in d
     between linear and cubic) to choose the inner iterations and repeats that fit ``cell_budget`` seconds."""
     field = iters_field(method)
@@ -108,7 +108,7 @@ def method_rows(method: str, dims: list[int], cell_budget: float, log) -> list[d
         if row["status"] == "ok":
             t0 = time.perf_counter()
             try:
-                row.update(measure_cell(method, dim, iters, repeats))
+                row.update(measure_cell(method, dim, iters, repeats, device))
             except UnsupportedProblem as err:
                 row.update(status="unsupported", note=str(err))
             row["wall_s"] = time.perf_counter() - t0
@@ -174,13 +174,14 @@ def kernel_rows(dims: list[int], log) -> list[dict]:
     return rows
 
 
-def profile_step(method: str, dim: int, out: Path) -> list[tuple[str, float]]:
+def profile_step(method: str, dim: int, out: Path, device: str = "cpu") -> list[tuple[str, float]]:
     """torch.profiler table of one JKO step (after a warm-up step); returns the top operators by self CPU %."""
     from torch.profiler import ProfilerActivity, profile
 
-    m = W.build_jko(method, dim)
+    m = W.build_jko(method, dim, params={"device": device})
     m.step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if m.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
         m.step()
     avgs = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in avgs) or 1.0
@@ -206,7 +207,8 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
     ax.set_xlabel("dimension d")
     ax.set_ylabel("seconds per JKO step")
     ax.set_title(
-        f"OU, timing budget ({COMMON_ITERS} inner iterations per step), 1 CPU thread\n"
+        f"OU, timing budget ({COMMON_ITERS} inner iterations per step), "
+        f"{'GPU' if prov['device'] == 'cuda' else '1 CPU thread'}\n"
         f"{prov['device_name']} | torch {prov['torch_version']} | {prov['git_commit'][:12]}",
         fontsize=8,
     )
@@ -221,16 +223,24 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
     def fmt(x, spec=".4g"):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
+    on_gpu = prov["device"] == "cuda"
     lines = [
-        "# Seconds per JKO step vs dimension (CPU)",
+        f"# Seconds per JKO step vs dimension ({'GPU: ' + prov['device_name'] if on_gpu else 'CPU'})",
         "",
         "Measured by `scripts/timing_table.py` in one run; re-run with `python scripts/timing_table.py`.",
         "",
         "**Provenance:** " + ", ".join(f"{k}={v}" for k, v in prov.items()),
         "",
-        "**GPU: not measured** (no GPU was lent to this task). The CPU numbers below are one thread on a shared",
-        "2-core machine; other jobs ran at the same time, so single cells carry noise of tens of percent.",
-        "",
+        *(
+            []
+            if on_gpu
+            else [
+                "**GPU: not measured** (no GPU was lent to this task). The CPU numbers below are one thread on a",
+                "shared 2-core machine; other jobs ran at the same time, so single cells carry noise of tens of",
+                "percent.",
+                "",
+            ]
+        ),
         "**What was measured.** OU problem (spectrum generator, seed 0), step size 0.05. Each cell builds a fresh",
         "method with the timing budget of `suites/workloads.py` (`TIMING_PARAMS`: the papers' networks and",
         f"minibatch, {COMMON_ITERS} inner iterations per step instead of 500, 8192-10240 particles), runs step 1 as",
@@ -238,12 +248,13 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
         "(median). `train_s` and `regen_s` are the method's own training and particle-regeneration times",
         "(`StepStats`, timed by `wgfbench.timing`). `step_s` = seconds per JKO step at the common budget: where",
         f"a cell ran fewer than {COMMON_ITERS} iterations to fit the time budget, `step_s = train_s / iters * "
-        f"{COMMON_ITERS} + regen_s` (column `normalised`). Each cell runs in a fresh process; peak RSS is that",
-        "process's (it includes the ~250 MB of an imported torch). At the papers' budget (500 iterations, 512k",
+        f"{COMMON_ITERS} + regen_s` (column `normalised`). Each cell runs in a fresh process; peak memory is that",
+        "process's peak RSS on the CPU (it includes the ~250 MB of an imported torch), torch.cuda.max_memory_allocated",
+        "on the GPU. The speed-ratio kernels run on the CPU. At the papers' budget (500 iterations, 512k",
         "particles) training takes ~50x longer and regeneration ~60x (times the number of maps for the pushforward",
         "methods).",
         "",
-        "| method | d | status | step s | train s | regen s | iters | train s / iter | normalised | peak RSS MB |"
+        "| method | d | status | step s | train s | regen s | iters | train s / iter | normalised | peak mem MB |"
         " note |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
@@ -251,7 +262,7 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
         lines.append(
             f"| {r.method} | {r.dim} | {r.status} | {fmt(r.step_s)} | {fmt(r.train_s)} | {fmt(r.regen_s)} | "
             f"{fmt(r.iters, '.0f')} | {fmt(r.train_s_per_iter)} | {'yes' if r.normalised is True else ''} | "
-            f"{fmt(r.peak_rss_mb, '.0f')} | {r.note} |"
+            f"{fmt(r.peak_mem_mb, '.0f')} | {r.note} |"
         )
     vj = df[(df.method == "variational_jko") & (df.status == "ok")].set_index("dim")
     if len(vj) > 1:
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=sorted(METHODS))
     ap.add_argument("--cell-budget", type=float, default=90.0, help="seconds one (method, d) cell may take")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "timing")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU path: CUDA-event timing, GPU peak memory)")
     ap.add_argument("--no-kernels", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
     args = ap.parse_args(argv)
@@ -307,10 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
 
-    prov = provenance("cpu")
+    prov = provenance(args.device)
     rows = []
     for method in args.methods:
-        rows += method_rows(method, sorted(args.dims), args.cell_budget, log)
+        rows += method_rows(method, sorted(args.dims), args.cell_budget, log, args.device)
     df = pd.DataFrame(rows)
     kernels = pd.DataFrame(kernel_rows(sorted(args.dims), log)) if not args.no_kernels else pd.DataFrame()
     profiles = {}
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 {min(64, int(ok.dim.max()))} | ({max(args.dims)} if method == "variational_jko" else set())
             ):
                 if dim in set(ok.dim) and float(ok[ok.dim == dim].step_s.iloc[0]) < 20:
-                    profiles[method, dim] = profile_step(method, dim, args.out)
+                    profiles[method, dim] = profile_step(method, dim, args.out, args.device)
     for key, value in prov.items():
         df[key] = value
         if len(kernels):
