@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,28 @@ def test_export_tree_from_git_revision(tmp_path):
     assert gate.export_tree("WORKTREE", tmp_path / "w") == ROOT
     with pytest.raises(SystemExit, match="neither a directory nor a git revision"):
         gate.export_tree("no-such-revision-xyz", tmp_path / "x")
+
+
+def test_gate_end_to_end_structure(tmp_path):
+    """Two trees of the same commit, one cheap workload, one round: the child processes import wgfbench from the
+    exported trees and the report has numbers (the verdict is not asserted: that would be a timed assertion)."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    out = tmp_path / "gate.json"
+    args = ["--base", "HEAD", "--current", "HEAD", "--rounds", "1", "--only", r"^exact_jko\.step", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "timing_gate.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["workload"].startswith("exact_jko.step")
+    assert row["base_s"] > 0 and row["current_s"] > 0 and row["ratio_median"] > 0
+    (cur,) = data["current"]
+    assert len(cur[row["workload"]]["seconds"]) >= 10
+    assert "| exact_jko.step" in proc.stdout
