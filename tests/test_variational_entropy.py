@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,9 +174,18 @@ def test_mlp_map_has_no_density():
         method.log_density(torch.zeros(3, 1))
 
 
-def test_porous_defaults_are_valid_config():
+def test_porous_defaults_are_valid_config_and_match_the_full_protocol_suite():
+    from wgfbench.suites import load_suite
+
     cfg = VariationalJKOConfig(**FAN_POROUS_PARAMS)
     assert cfg.map == "icnn" and cfg.icnn_layers == 1 and cfg.lr_t == 1e-3
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "porous.yaml")
+    low = suite.job("porous/variational_jko/d3/s0")
+    assert low.step_size == 5e-4 and low.n_steps == 50 and low.method_params["n_particles"] == 512_000
+    for key, value in FAN_POROUS_PARAMS.items():
+        assert low.method_params[key] == value, key
+    high = suite.job("porous_hi/variational_jko/d6/s0").method_params
+    assert high["t_steps"] == 1 and high["h_hidden"] == 3  # Fan et al.'s n = 6 script
 
 
 def test_bad_entropy_options_are_refused():
