@@ -59,9 +59,13 @@ def law_metrics(reference: Law, x: Tensor, spec: EvalSpec, gen: torch.Generator,
     return out
 
 
-def density_metrics(reference: Law, method, spec: EvalSpec, gen: torch.Generator, suffix: str = "") -> dict[str, float]:
-    """Monte-Carlo SymKL from the method's log-densities (both directions) and its standard error."""
-    x, log_p = method.sample_with_log_density(spec.n_mc, gen)
+def density_metrics(
+    reference: Law, x: Tensor, log_p: Tensor, method, gen: torch.Generator, suffix: str = ""
+) -> dict[str, float]:
+    """Monte-Carlo SymKL from the method's log-densities (both directions) and its standard error.
+
+    ``x``, ``log_p``: model samples and log p_k at them (drawn once per evaluation and shared).
+    """
     value, se = metrics.mc_symkl(reference, x, log_p, method.log_density, gen)
     return {"symkl_mc" + suffix: value, "symkl_mc" + suffix + "_se": se}
 
@@ -94,16 +98,23 @@ def evaluate_step(problem, method, k: int, h: float, spec: EvalSpec, run_seed: i
     if not method.has_density and problem.dim <= 3:
         value, se = metrics.kde_symkl(pde, x[: spec.n_mc], gen)
         row |= {"symkl_kde": value, "symkl_kde_se": se}
-    if method.has_density:
-        row |= density_metrics(pde, method, spec, gen)
-        if jko is not None:
-            row |= density_metrics(jko, method, spec, gen, suffix="_vs_jko")
+    x_mc = log_p = None
+    if method.has_density:  # one draw of (samples, log-densities) serves every density metric below
+        x_mc, log_p = method.sample_with_log_density(spec.n_mc, gen)
+        # SymKL needs both laws to share a support; a compactly supported reference (Barenblatt) makes it
+        # +inf as soon as either puts mass outside: such problems report the two directions separately
+        # in their extra metrics, with the mass outside the support as its own column
+        if not getattr(problem, "compact_support", False):
+            row |= density_metrics(pde, x_mc, log_p, method, gen)
+            if jko is not None:
+                row |= density_metrics(jko, x_mc, log_p, method, gen, suffix="_vs_jko")
     if hasattr(problem, "extra_metrics"):
-        log_p = log_density_fn = None
-        if method.has_density:
-            x_mc, log_p = method.sample_with_log_density(spec.n_mc, gen)
-            x, log_density_fn = x_mc.to(torch.float64), method.log_density
+        samples = x if x_mc is None else x_mc.to(torch.float64)
         row |= problem.extra_metrics(
-            t, x, model_log_density_at_samples=log_p, model_log_density=log_density_fn, generator=gen
+            t,
+            samples,
+            model_log_density_at_samples=log_p,
+            model_log_density=method.log_density if method.has_density else None,
+            generator=gen,
         )
     return {key: (float(v) if v is not None else math.nan) for key, v in row.items()}

@@ -34,8 +34,15 @@ HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
     ("w2", "W2 (exact OT on samples) to the PDE solution", None, "w2_floor"),
     ("sw2", "sliced W2 to the PDE solution", None, "sw2_floor"),
     ("energy", "energy distance to the PDE solution", None, "energy_floor"),
-    ("entropy_rel_error", "relative error of the generalised entropy", None, None),
-    ("second_moment_rel_error", "relative error of the second moment", None, None),
+    ("gen_entropy_rel_err", "relative error of the generalised entropy (model densities)", None, None),
+    (
+        "gen_entropy_rel_err_knn",
+        "relative error of the generalised entropy (kNN, samples only)",
+        None,
+        "gen_entropy_rel_err_knn_floor",
+    ),
+    ("second_moment_rel_err", "relative error of the second moment", None, "second_moment_rel_err_floor"),
+    ("frac_outside_support", "fraction of model mass outside the exact support", None, None),
 ]
 
 
