@@ -126,17 +126,15 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
     return _save(fig, path)
 
 
-def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
-    """log10 ``metric`` at the report time vs dim (see module docstring)."""
+def _lineplot_vs_dim(data: pd.DataFrame, y: str) -> tuple[plt.Figure, plt.Axes]:
+    """Mean and 95% CI band of ``y`` per method against the dimension (log2 axis, one tick per dim)."""
     _style()
-    at_t = at_report_time(df, metric)
-    at_t = at_t[at_t[metric] > 0].assign(log10=lambda x: np.log10(x[metric]))
-    methods = _ordered(at_t["method"].unique())
+    methods = _ordered(data["method"].unique())
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     sns.lineplot(
-        data=at_t,
+        data=data,
         x="dim",
-        y="log10",
+        y=y,
         hue="method",
         hue_order=methods,
         palette=method_colors(methods),
@@ -145,6 +143,26 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
         ax=ax,
         err_style="band",
     )
+    dims = sorted(data["dim"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, labels=[str(d) for d in dims])
+    ax.set_xlabel("dimension d")
+    return fig, ax
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, path: str | Path, title: str) -> list[Path]:
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
+    """log10 ``metric`` at the report time vs dim (see module docstring)."""
+    at_t = at_report_time(df, metric)
+    at_t = at_t[at_t[metric] > 0].assign(log10=lambda x: np.log10(x[metric]))
+    fig, ax = _lineplot_vs_dim(at_t, "log10")
     disc = f"{metric}_jko_pde"
     if disc in at_t and at_t[disc].notna().any():
         line = _positive_mean(at_t, "dim", disc)
@@ -153,44 +171,17 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
     if floor in at_t and at_t[floor].notna().any():
         fl = _positive_mean(at_t, "dim", floor)
         ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1.2, label="noise floor")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(at_t["dim"].unique()), labels=[str(d) for d in sorted(at_t["dim"].unique())])
     t = float(at_t["t"].mean()) if len(at_t) else float("nan")
-    ax.set_xlabel("dimension d")
     ax.set_ylabel(f"{metric_label(metric)}\nat t = {t:.3g}", fontsize=9)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, title)
 
 
 def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
     """Seconds per JKO step (training + particle regeneration) vs dim, log-log."""
-    _style()
-    per_run = seconds_per_step(df)
-    methods = _ordered(per_run["method"].unique())
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    sns.lineplot(
-        data=per_run,
-        x="dim",
-        y="time_step_s",
-        hue="method",
-        hue_order=methods,
-        palette=method_colors(methods),
-        errorbar=("ci", 95),
-        marker="o",
-        ax=ax,
-    )
-    ax.set_xscale("log", base=2)
+    fig, ax = _lineplot_vs_dim(seconds_per_step(df), "time_step_s")
     ax.set_yscale("log")
-    ax.set_xlabel("dimension d")
     ax.set_ylabel("seconds per JKO step")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, title)
 
 
 # The headline metric of an experiment's standard figures: the first of these its records have.
