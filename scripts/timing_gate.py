@@ -56,6 +56,10 @@ MIN_TIME_S = 0.3  # per workload and child: short kernels are called until about
 MAX_REPEATS = 50
 
 
+class GateError(RuntimeError):
+    """The gate itself cannot run (no such revision, a plant that does not apply, a crashed child): exit 2."""
+
+
 # --- trees -------------------------------------------------------------------------------------------------
 def export_tree(spec: str, dest: Path) -> Path:
     """A directory holding the library code of ``spec``: an existing directory, or a git revision (exported)."""
@@ -70,7 +74,7 @@ def export_tree(spec: str, dest: Path) -> Path:
         text=True,
     )
     if rev.returncode != 0:
-        raise SystemExit(f"timing gate: {spec!r} is neither a directory nor a git revision of {ROOT}")
+        raise GateError(f"{spec!r} is neither a directory nor a git revision of {ROOT} (a shallow clone?)")
     sha = rev.stdout.strip()
     present = subprocess.run(
         ["git", "-C", str(ROOT), "ls-tree", "--name-only", sha], capture_output=True, text=True, check=True
@@ -126,11 +130,11 @@ def plant_tree(src: Path, dest: Path, plants: list[str]) -> Path:
     for spec in plants:
         m = re.fullmatch(r"([\w.]+):([\w.]+)=([0-9.]+)", spec)
         if not m:
-            raise SystemExit(f"timing gate: --plant wants MODULE:QUALNAME=FACTOR, got {spec!r}")
+            raise GateError(f"--plant wants MODULE:QUALNAME=FACTOR, got {spec!r}")
         module, qualname, factor = m.group(1), m.group(2), float(m.group(3))
         path = dest / Path(*module.split(".")).with_suffix(".py")
         if not path.is_file():
-            raise SystemExit(f"timing gate: --plant: no module file {path}")
+            raise GateError(f"--plant: no module file {path}")
         with path.open("a") as f:
             f.write(plant_code(qualname, factor))
     return dest
@@ -307,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             base = export_tree(args.base, tmp / "base")
             current = export_tree(args.current, tmp / "current")
-        except subprocess.CalledProcessError as err:
-            print(f"timing gate: could not export a tree: {err}", file=sys.stderr)
+            if args.plant:
+                current = plant_tree(current, tmp / "planted", args.plant)
+        except (GateError, subprocess.CalledProcessError) as err:
+            print(f"timing gate: could not prepare the trees: {err}", file=sys.stderr)
             return 2
-        if args.plant:
-            current = plant_tree(current, tmp / "planted", args.plant)
         print(f"timing gate: base {args.base} ({base}), current {args.current} ({current})", flush=True)
         if args.plant:
             print(f"timing gate: planted in current: {args.plant}", flush=True)
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                     res = run_child(tree, args.only, args.child_timeout)["results"]
                     (base_rounds if label == "base" else cur_rounds).append(res)
                 print(f"timing gate: round {r + 1}/{args.rounds} done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        except (RuntimeError, subprocess.TimeoutExpired) as err:
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             print(f"timing gate: could not run: {err}", file=sys.stderr)
             return 2
     rows = compare(base_rounds, cur_rounds, args.factor, args.allow, args.clock)

@@ -120,9 +120,9 @@ def test_plant_wraps_methods_and_functions_without_changing_results(tmp_path):
 
 def test_plant_rejects_bad_specs(tmp_path):
     (tmp_path / "src" / "wgfbench").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="MODULE:QUALNAME=FACTOR"):
+    with pytest.raises(gate.GateError, match="MODULE:QUALNAME=FACTOR"):
         gate.plant_tree(tmp_path / "src", tmp_path / "p1", ["wgfbench.mod.f=2"])
-    with pytest.raises(SystemExit, match="no module file"):
+    with pytest.raises(gate.GateError, match="no module file"):
         gate.plant_tree(tmp_path / "src", tmp_path / "p2", ["wgfbench.nope:f=2"])
 
 
@@ -134,8 +134,9 @@ def test_export_tree_from_git_revision(tmp_path):
     assert (out / "wgfbench" / "timing.py").is_file()
     assert (out / "GATE_REVISION").read_text().strip() == head.stdout.strip()
     assert gate.export_tree("WORKTREE", tmp_path / "w") == ROOT
-    with pytest.raises(SystemExit, match="neither a directory nor a git revision"):
+    with pytest.raises(gate.GateError, match="neither a directory nor a git revision"):
         gate.export_tree("no-such-revision-xyz", tmp_path / "x")
+    assert gate.main(["--base", "no-such-revision-xyz", "--rounds", "1"]) == 2
 
 
 def test_gate_end_to_end_structure(tmp_path):
