@@ -200,7 +200,7 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
 
     ok = df[df.status == "ok"].copy()
     sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
     sns.lineplot(data=ok, x="dim", y="step_s", hue="method", style="method", markers=True, dashes=False, ax=ax)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -212,7 +212,7 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
         f"{prov['device_name']} | torch {prov['torch_version']} | {prov['git_commit'][:12]}",
         fontsize=8,
     )
-    ax.legend(fontsize=7, title=None)
+    ax.legend(fontsize=7, title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(out / "seconds_per_step.png", dpi=150)
     fig.savefig(out / "seconds_per_step.pdf")
@@ -295,8 +295,15 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
         "",
     ]
     for (method, dim), top in profiles.items():
-        ops = "; ".join(f"{name} {pct:.0f}%" for name, pct in top)
-        lines.append(f"- **{method}, d={dim}** (`profile_{method}_d{dim}.txt`): {ops}")
+        cell = df[(df.method == method) & (df.dim == dim)].iloc[0]
+        total = cell.train_s + cell.regen_s
+        phases = (
+            f"training {100 * cell.train_s / total:.0f}%, particle regeneration {100 * cell.regen_s / total:.0f}%"
+            if total > 0
+            else "no work"
+        )
+        ops = "; ".join(f"{name} {pct:.0f}%" for name, pct in top) or "no operators (the step does nothing)"
+        lines.append(f"- **{method}, d={dim}**: {phases}. Operators (`profile_{method}_d{dim}.txt`): {ops}")
     lines += ["", f"Total wall time of this run: {wall:.0f} s.", ""]
     return "\n".join(lines)
 
