@@ -161,7 +161,7 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
                     )
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             lines.append("")
-        if "symkl_moment_jko_pde" in edf and not es.empty:
+        if "symkl_moment_jko_pde" in edf and edf["symkl_moment_jko_pde"].notna().any() and not es.empty:
             disc = at_report_time(edf, "symkl_moment_jko_pde").groupby("dim")["symkl_moment_jko_pde"]
             vals = disc.apply(lambda s: mean_ci(_log10(s))[0])
             lines += [
