@@ -320,3 +320,28 @@ def test_forget_deletes_only_records_with_the_given_status(tmp_path) -> None:
         pd.DataFrame({"k": [0], "status": [status]}).to_parquet(runs / f"{name}.parquet")
     assert main(["forget", str(tmp_path), "--status", "failed"]) == 0
     assert sorted(p.stem for p in runs.glob("*.parquet")) == ["d2_s0", "d2_s2"]
+
+
+def test_figures_skip_experiments_without_ok_runs(tmp_path) -> None:
+    """Every run of an experiment diverged: the figures step draws nothing for it instead of crashing."""
+    import pandas as pd
+
+    from wgfbench.plots import suite_figures
+
+    df = pd.DataFrame(
+        {
+            "experiment": ["ou"] * 2,
+            "problem": "ou",
+            "method": "m",
+            "dim": 2,
+            "seed": [0, 1],
+            "k": 0,
+            "t": 0.0,
+            "report_t": 0.5,
+            "status": "diverged",
+            "symkl_moment": [0.1, 0.2],
+            "time_step_s": float("nan"),
+            "peak_mem_mb": float("nan"),
+        }
+    )
+    assert suite_figures(df, tmp_path) == []

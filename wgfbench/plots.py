@@ -85,6 +85,8 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
     _style()
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
     ok = ok[ok[metric] > 0]
+    if ok.empty:  # no ok run with this metric (e.g. every run diverged): nothing to draw
+        return []
     ok["log10"] = np.log10(ok[metric])
     dims = sorted(ok["dim"].unique())
     methods = _ordered(ok["method"].unique())
@@ -162,6 +164,8 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
     """log10 ``metric`` at the report time vs dim (see module docstring)."""
     at_t = at_report_time(df, metric)
     at_t = at_t[at_t[metric] > 0].assign(log10=lambda x: np.log10(x[metric]))
+    if at_t.empty:
+        return []
     fig, ax = _lineplot_vs_dim(at_t, "log10")
     disc = f"{metric}_jko_pde"
     if disc in at_t and at_t[disc].notna().any():
@@ -178,7 +182,10 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
 
 def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
     """Seconds per JKO step (training + particle regeneration) vs dim, log-log."""
-    fig, ax = _lineplot_vs_dim(seconds_per_step(df), "time_step_s")
+    per_run = seconds_per_step(df)
+    if per_run.empty:
+        return []
+    fig, ax = _lineplot_vs_dim(per_run, "time_step_s")
     ax.set_yscale("log")
     ax.set_ylabel("seconds per JKO step")
     return _finish(fig, ax, path, title)
