@@ -76,6 +76,17 @@ def _positive_mean(sub: pd.DataFrame, by: str, col: str) -> pd.Series:
     return rows.groupby(by)[col].mean()
 
 
+def _reference_lines(ax: plt.Axes, data: pd.DataFrame, by: str, disc: str | None, floor: str) -> None:
+    """The exact JKO iterate's discretisation error (dashed black) and the noise floor (dotted grey) per ``by``."""
+    for col, style, label in (
+        (disc, dict(ls="--", color="k", lw=1), "exact JKO (discretisation)"),
+        (floor, dict(ls=":", color="grey", lw=1.2), "noise floor"),
+    ):
+        if col and col in data and data[col].notna().any():
+            line = _positive_mean(data, by, col)
+            ax.plot(line.index, np.log10(line.values), label=label, **style)
+
+
 def _style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
 
@@ -107,14 +118,8 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
             ax=ax,
             legend=ax is axes[0][-1],
         )
-        disc = f"{metric.removesuffix('_vs_jko')}_jko_pde"
-        if not metric.endswith("_vs_jko") and disc in sub and sub[disc].notna().any():
-            line = _positive_mean(sub, "t", disc)
-            ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
-        floor = f"{metric}_floor"
-        if floor in sub and sub[floor].notna().any():
-            fl = _positive_mean(sub, "t", floor)
-            ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1.2, label="noise floor")
+        disc = None if metric.endswith("_vs_jko") else f"{metric}_jko_pde"
+        _reference_lines(ax, sub, "t", disc, f"{metric}_floor")
         ax.set_title(f"d = {d}")
         ax.set_xlabel("t")
         ax.set_ylabel(metric_label(metric) if ax is axes[0][0] else "", fontsize=9)
@@ -167,14 +172,7 @@ def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "
     if at_t.empty:
         return []
     fig, ax = _lineplot_vs_dim(at_t, "log10")
-    disc = f"{metric}_jko_pde"
-    if disc in at_t and at_t[disc].notna().any():
-        line = _positive_mean(at_t, "dim", disc)
-        ax.plot(line.index, np.log10(line.values), "k--", lw=1, label="exact JKO (discretisation)")
-    floor = f"{metric}_floor"
-    if floor in at_t and at_t[floor].notna().any():
-        fl = _positive_mean(at_t, "dim", floor)
-        ax.plot(fl.index, np.log10(fl.values), ":", color="grey", lw=1.2, label="noise floor")
+    _reference_lines(ax, at_t, "dim", f"{metric}_jko_pde", f"{metric}_floor")
     t = float(at_t["t"].mean()) if len(at_t) else float("nan")
     ax.set_ylabel(f"{metric_label(metric)}\nat t = {t:.3g}", fontsize=9)
     return _finish(fig, ax, path, title)
