@@ -65,6 +65,16 @@ iterations; each draws a minibatch y (``batch_size``) of the current particles a
 same (y, z). T and the dual are warm-started across steps and their Adam states persist. At the end of
 the step T is frozen (eval mode, no dropout) as T_{k+1}, the particles of P_{k+1} are regenerated from
 fresh P_0 samples through T_1..T_{k+1}, and Gamma is refit to them.
+
+**Compiled losses** (``compile``): the networks are small (width 64), so on a GPU the inner loop is bound
+by kernel launches, not arithmetic. ``compile="default"`` passes the two losses (the dual's h-loss and
+the T-loss with T's forward) through ``torch.compile`` (forward and backward graphs fused by inductor);
+``"reduce-overhead"`` also replays them as CUDA graphs on a GPU (on the CPU it is ``"default"``). The
+minibatch draws, the optimiser steps and the regeneration stay eager; the losses compute the same
+functions (tested against eager), and the reference's refit quantities are tensors, so a refit does not
+recompile. The first step pays the compilation (seconds; on the CPU ~10 s per loss). With ICNN maps
+(T = grad psi) the T-loss differentiates through a gradient (double backward), which torch.compile's
+autograd does not support: only the h-loss is compiled there.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +91,8 @@ from wgfbench.methods.base import Diverged, JKOMethod, MethodConfig, StepStats, 
 from wgfbench.nets.mlp import RatioNet, ResidualMLP, mlp_trunk
 from wgfbench.problems.gaussian import moment_fit
 from wgfbench.timing import timed
+
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 # Fan et al.'s porous-medium protocol (variational-jko.md §1.5 table and §2.2; step size 5e-4 and 50
 # steps are suite values). t_steps is 2 for d = 3 and 1 for d = 6 in their scripts; h_hidden 2 / 3.
@@ -134,6 +147,7 @@ class VariationalJKOConfig(MethodConfig):
     reference_shape: str = "box"  # "box" (the paper) or "ball"
     dual_scale: str = "moment"  # "moment" or "box" (Fan's h)
     regen_chunk: int = 65_536
+    compile: str = "off"  # "off" (eager), "default" or "reduce-overhead": torch.compile mode of the two losses
 
 
 class GaussianReference:
@@ -161,7 +175,8 @@ class GaussianReference:
         self.chol = chol.to(device, dtype)
         eye = torch.eye(cov.shape[0], dtype=chol.dtype)
         self.whiten = torch.linalg.solve_triangular(chol, eye, upper=False).to(device, dtype)
-        self.log_norm = float(torch.log(torch.diagonal(chol)).sum()) + 0.5 * cov.shape[0] * math.log(2 * math.pi)
+        log_norm = float(torch.log(torch.diagonal(chol)).sum()) + 0.5 * cov.shape[0] * math.log(2 * math.pi)
+        self.log_norm = torch.tensor(log_norm, device=device, dtype=dtype)  # a tensor: see VariationalJKO.compile
 
     def sample(self, n: int) -> Tensor:
         z = torch.randn(n, self.mean.shape[0], device=self.mean.device, dtype=self.mean.dtype)
@@ -213,6 +228,15 @@ class UniformReference:
     center: Tensor
     half_width: float
     shape: str
+    # half_width and |Omega| as 0-d tensors on the device, for the losses: a compiled loss reads them as
+    # inputs, where it would specialise on (and recompile for) every refit's Python float.
+    half_width_t: Tensor = dataclasses.field(init=False, repr=False, compare=False)
+    volume_t: Tensor = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        c = self.center
+        object.__setattr__(self, "half_width_t", torch.tensor(self.half_width, device=c.device, dtype=c.dtype))
+        object.__setattr__(self, "volume_t", torch.tensor(math.exp(self.log_volume), device=c.device, dtype=c.dtype))
 
     @property
     def dim(self) -> int:
@@ -241,10 +265,10 @@ class UniformReference:
 
     def project(self, x: Tensor) -> Tensor:
         """Nearest point of Omega (identity inside)."""
-        c = self.center.to(x)
+        c, s = self.center.to(x), self.half_width_t.to(x)
         if self.shape == "box":
-            return c + (x - c).clamp(-self.half_width, self.half_width)
-        scale = (self.half_width / self.norm(x).clamp_min(1e-30)).clamp(max=1.0)
+            return c + torch.clamp(x - c, -s, s)
+        scale = (s / self.norm(x).clamp_min(1e-30)).clamp(max=1.0)
         return c + (x - c) * scale.unsqueeze(-1)
 
 
@@ -315,7 +339,7 @@ class EntropyDual:
 
     def _inside(self, x: Tensor) -> Tensor:
         """x where it lies in Omega; elsewhere its projection onto Omega, detached (no force there)."""
-        outside = (self.gamma.norm(x) > self.gamma.half_width).unsqueeze(-1)
+        outside = (self.gamma.norm(x) > self.gamma.half_width_t).unsqueeze(-1)
         return torch.where(outside, self.gamma.project(x).detach(), x)
 
     def energy(self, ty: Tensor) -> Tensor:
@@ -324,7 +348,7 @@ class EntropyDual:
 
     def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
         """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p."""
-        return self.energy(ty) - math.exp(self.gamma.log_volume) * (self.net(z) ** self.m).mean()
+        return self.energy(ty) - self.gamma.volume_t * (self.net(z) ** self.m).mean()
 
     def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
         return -self.dual_value(ty, z)
@@ -364,6 +388,33 @@ def build_map(dim: int, config: VariationalJKOConfig) -> nn.Module:
     raise ValueError(f"map must be 'mlp' or 'icnn', got {config.map!r}")
 
 
+def compile_losses(h_loss: Callable, t_loss: Callable, mode: str, compile_t: bool = True) -> tuple[Callable, Callable]:
+    """The two losses as they are (``mode="off"``) or through ``torch.compile`` (module docstring).
+
+    ``compile_t=False`` leaves the T-loss eager (ICNN maps: it needs a double backward).
+
+    With CUDA graphs (``"reduce-overhead"``) each call first marks a new step: a loss's outputs are consumed
+    (backward) before its next call, so the graphs may reuse their memory.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
+    if mode == "off":
+        return h_loss, t_loss
+    options = {"mode": None if mode == "default" else mode, "dynamic": False}
+    compiled = [torch.compile(h_loss, **options), torch.compile(t_loss, **options) if compile_t else t_loss]
+    if mode != "reduce-overhead":
+        return compiled[0], compiled[1]
+
+    def step_marked(fn: Callable) -> Callable:
+        def call(*args: Tensor) -> Tensor:
+            torch.compiler.cudagraph_mark_step_begin()
+            return fn(*args)
+
+        return call
+
+    return step_marked(compiled[0]), step_marked(compiled[1]) if compile_t else t_loss
+
+
 class VariationalJKO(JKOMethod):
     """Fan et al.'s variational JKO for the KL and the generalised entropy. See the module docstring."""
 
@@ -381,6 +432,9 @@ class VariationalJKO(JKOMethod):
         self.r = self.dual.net
         self.opt_t = torch.optim.Adam(self.T.parameters(), lr=config.lr_t, weight_decay=config.weight_decay)
         self.opt_h = torch.optim.Adam(self.r.parameters(), lr=config.lr_h, weight_decay=config.weight_decay)
+        self._h_loss, self._t_loss_of = compile_losses(
+            self.dual.h_loss, self._t_loss_at, config.compile, compile_t=config.map != "icnn"
+        )
         self.maps: list[nn.Module] = []
         self._density_maps: list = []
         self.particles = self._push(self._sample_p0(config.n_particles, self.generator))
@@ -464,6 +518,10 @@ class VariationalJKO(JKOMethod):
         transport = ((y - ty) ** 2).sum(-1).mean() / (2.0 * self.h)
         return transport + self.dual.energy(ty)
 
+    def _t_loss_at(self, y: Tensor) -> Tensor:
+        """The T-loss at the minibatch y, T's forward included (the unit that ``compile`` compiles)."""
+        return self._t_loss(y, self.T(y))
+
     def _train_step(self) -> float:
         cfg = self.config
         n = self.particles.shape[0]
@@ -478,12 +536,12 @@ class VariationalJKO(JKOMethod):
             self.r.requires_grad_(True)
             for _ in range(cfg.h_steps):
                 self.opt_h.zero_grad(set_to_none=True)
-                self.dual.h_loss(ty, z).backward()
+                self._h_loss(ty, z).backward()
                 self.opt_h.step()
             self.r.requires_grad_(False)
             for _ in range(cfg.t_steps):
                 self.opt_t.zero_grad(set_to_none=True)
-                loss_t = self._t_loss(y, self.T(y))
+                loss_t = self._t_loss_of(y)
                 loss_t.backward()
                 self.opt_t.step()
         self.r.requires_grad_(True)
