@@ -9,7 +9,15 @@ time goes. Writes ``results/timing/``:
   and the exact ICNN log-det (closed-form and torch.func batched Hessians) vs per-coordinate backward passes, as
   ratios measured side by side in this run;
 * ``seconds_per_step.png`` / ``.pdf``: log-log, seconds per JKO step vs d, one line per method;
-* ``profile_<method>_d<d>.txt``: torch.profiler operator tables of one step (where the time goes).
+* ``profile_<method>_d<d>.txt``: torch.profiler operator tables of one step (where the time goes);
+* ``census.parquet`` (and a section of ``table.md``): the variational JKO's inner iteration per d split into
+  arithmetic (its matrix-product FLOPs at the device's measured GEMM rate, :mod:`wgfbench.census`) and the
+  rest (per-operator dispatch or kernel launches, elementwise work), with its operator count.
+
+A method may be given as a variant, ``NAME:key=value,...`` (e.g. ``variational_jko:compile=default``), to time it
+with config overrides; its rows carry the variant in ``variant`` and ``label``. By default the centrepiece's
+compiled variant is timed beside the eager one (``compile=default`` on the CPU, ``compile=reduce-overhead``,
+i.e. CUDA graphs, on a GPU) and table.md gives the eager / compiled ratio per d.
 
 What is measured (stated in table.md): OU problems, the timing budgets of ``suites/workloads.py``
 (``TIMING_PARAMS``: paper-sized networks and minibatches, 10 inner iterations per step, about 8-10k particles),
@@ -20,6 +28,7 @@ more than the budget even at one iteration are recorded as skipped, with the pre
 
     python scripts/timing_table.py                      # full table (CPU: about 10-15 min on 2 cores)
     python scripts/timing_table.py --dims 2 16 --methods variational_jko exact_jko --out /tmp/t   # quick look
+    python scripts/timing_table.py --device cuda --out results/timing/gpu     # on a GPU (CUDA events, GPU memory)
 """
 
 from __future__ import annotations
@@ -56,18 +65,39 @@ def iters_field(method: str) -> str | None:
     return "iters_per_step" if "iters_per_step" in fields else None
 
 
-def measure_cell(method: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME:key=value,key=value`` -> (method name, config overrides); values read as YAML scalars."""
+    from wgfbench.cli import _parse_value
+
+    name, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"a method variant is NAME:key=value,...; got {spec!r}")
+        overrides[key.strip()] = _parse_value(value)
+    return name, overrides
+
+
+def default_methods(device: str) -> list[str]:
+    """Every registered method, and the centrepiece compiled (CUDA graphs on a GPU)."""
+    mode = "reduce-overhead" if torch.device(device).type == "cuda" else "default"
+    return [*sorted(METHODS), f"variational_jko:compile={mode}"]
+
+
+def measure_cell(spec: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
     """One (method, d) cell in a fresh process (so that its peak memory is its own): see :func:`_measure_cell`."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        return pool.submit(_measure_cell, method, dim, iters, repeats, device).result()
+        return pool.submit(_measure_cell, spec, dim, iters, repeats, device).result()
 
 
-def _measure_cell(method: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
+def _measure_cell(spec: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
     torch.set_num_threads(1)
-    params = {"device": device} | ({} if iters is None else {"iters_per_step": iters})
+    method, overrides = parse_variant(spec)
+    params = overrides | {"device": device} | ({} if iters is None else {"iters_per_step": iters})
     m = W.build_jko(method, dim, params=params)
     t = measure(m.step, device=m.device, warmup=1, repeats=repeats, keep_results=True)
     train = sorted(s.train_s for s in t.results)[len(t.results) // 2]
@@ -86,15 +116,17 @@ def _measure_cell(method: str, dim: int, iters: int | None, repeats: int, device
     return row
 
 
-def method_rows(method: str, dims: list[int], cell_budget: float, log, device: str = "cpu") -> list[dict]:
-    """Cells of one method in increasing d; each cell's cost is predicted from the previous ones (growth in d
-    between linear and cubic) to choose the inner iterations and repeats that fit ``cell_budget`` seconds."""
+def method_rows(spec: str, dims: list[int], cell_budget: float, log, device: str = "cpu") -> list[dict]:
+    """Cells of one method (or variant) in increasing d; each cell's cost is predicted from the previous ones
+    (growth in d between linear and cubic) to choose the inner iterations and repeats that fit ``cell_budget``."""
+    method, _ = parse_variant(spec)
+    variant = spec.partition(":")[2]
     field = iters_field(method)
     base_iters = W.timing_params(method).get(field, COMMON_ITERS) if field else None
     rows = []
     prev: tuple[int, float, float] | None = None  # (dim, seconds per iteration (or per step), growth exponent)
     for dim in dims:
-        row = {"method": method, "dim": dim, "status": "ok", "note": ""}
+        row = {"method": method, "variant": variant, "label": spec, "dim": dim, "status": "ok", "note": ""}
         iters, repeats = base_iters, 3
         if prev is not None:
             unit = prev[1] * (dim / prev[0]) ** min(3.0, max(1.0, prev[2]))
@@ -108,7 +140,7 @@ def method_rows(method: str, dims: list[int], cell_budget: float, log, device: s
         if row["status"] == "ok":
             t0 = time.perf_counter()
             try:
-                row.update(measure_cell(method, dim, iters, repeats, device))
+                row.update(measure_cell(spec, dim, iters, repeats, device))
             except UnsupportedProblem as err:
                 row.update(status="unsupported", note=str(err))
             row["wall_s"] = time.perf_counter() - t0
@@ -119,7 +151,7 @@ def method_rows(method: str, dims: list[int], cell_budget: float, log, device: s
                 )
                 prev = (dim, max(unit, 1e-6), growth)
         log(
-            f"{method:22s} d={dim:4d} {row['status']:9s} step {row.get('step_s', math.nan):9.4f} s "
+            f"{spec:22s} d={dim:4d} {row['status']:9s} step {row.get('step_s', math.nan):9.4f} s "
             f"(iters {row.get('iters', math.nan)}, repeats {repeats}) {row['note']}"
         )
         rows.append(row)
@@ -174,6 +206,40 @@ def kernel_rows(dims: list[int], log) -> list[dict]:
     return rows
 
 
+def census_rows(dims: list[int], device: str, log) -> list[dict]:
+    """Per d, one inner iteration of the variational JKO: measured seconds, operator calls, FLOPs, and the split
+    into arithmetic (FLOPs at the measured GEMM rate) and the rest. Eager code (the census cannot see inside
+    compiled graphs)."""
+    from wgfbench.census import gemm_rate, op_census
+
+    rate = gemm_rate(device)
+    log(f"GEMM rate on {device}: {rate / 1e9:.1f} GFLOP/s")
+    rows = []
+    for dim in dims:
+        m = W.vjko_inner(dim, iters=COMMON_ITERS, params={"device": device})
+        census = op_census(m._train_step)
+        t = measure(m._train_step, device=m.device, warmup=1, repeats=3)
+        per_iter = t.median / COMMON_ITERS
+        arithmetic = census.flops / COMMON_ITERS / rate
+        rows.append(
+            {
+                "dim": dim,
+                "s_per_iter": per_iter,
+                "op_calls_per_iter": census.op_calls / COMMON_ITERS,
+                "gflop_per_iter": census.flops / COMMON_ITERS / 1e9,
+                "gemm_gflops": rate / 1e9,
+                "arithmetic_s": arithmetic,
+                "rest_s": per_iter - arithmetic,
+                "rest_us_per_op": 1e6 * (per_iter - arithmetic) / (census.op_calls / COMMON_ITERS),
+            }
+        )
+        log(
+            f"census d={dim:4d}: {per_iter * 1e3:.2f} ms/iter, {census.op_calls / COMMON_ITERS:.0f} ops, "
+            f"{census.flops / COMMON_ITERS / 1e9:.3f} GFLOP -> arithmetic {arithmetic * 1e3:.2f} ms"
+        )
+    return rows
+
+
 def profile_step(method: str, dim: int, out: Path, device: str = "cpu") -> list[tuple[str, float]]:
     """torch.profiler table of one JKO step (after a warm-up step); returns the top operators by self CPU %."""
     from torch.profiler import ProfilerActivity, profile
@@ -201,7 +267,7 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
     ok = df[df.status == "ok"].copy()
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(7.6, 4.4))
-    sns.lineplot(data=ok, x="dim", y="step_s", hue="method", style="method", markers=True, dashes=False, ax=ax)
+    sns.lineplot(data=ok, x="dim", y="step_s", hue="label", style="label", markers=True, dashes=False, ax=ax)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")
@@ -219,7 +285,9 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict, wall: float) -> str:
+def markdown(
+    df: pd.DataFrame, kernels: pd.DataFrame, census: pd.DataFrame, profiles: dict, prov: dict, wall: float
+) -> str:
     def fmt(x, spec=".4g"):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -260,11 +328,11 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
     ]
     for r in df.itertuples():
         lines.append(
-            f"| {r.method} | {r.dim} | {r.status} | {fmt(r.step_s)} | {fmt(r.train_s)} | {fmt(r.regen_s)} | "
+            f"| {r.label} | {r.dim} | {r.status} | {fmt(r.step_s)} | {fmt(r.train_s)} | {fmt(r.regen_s)} | "
             f"{fmt(r.iters, '.0f')} | {fmt(r.train_s_per_iter)} | {'yes' if r.normalised is True else ''} | "
             f"{fmt(r.peak_mem_mb, '.0f')} | {r.note} |"
         )
-    vj = df[(df.method == "variational_jko") & (df.status == "ok")].set_index("dim")
+    vj = df[(df.label == "variational_jko") & (df.status == "ok")].set_index("dim")
     if len(vj) > 1:
         lo, hi = vj.index.min(), vj.index.max()
         lines += [
@@ -272,6 +340,20 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
             f"Variational JKO, seconds per step d={hi} / d={lo}: **{vj.step_s[hi] / vj.step_s[lo]:.2f}x** "
             f"(training per iteration: {vj.train_s_per_iter[hi] / vj.train_s_per_iter[lo]:.2f}x).",
         ]
+    for variant in sorted(set(df[(df.method == "variational_jko") & (df.variant != "")].variant)):
+        other = df[(df.method == "variational_jko") & (df.variant == variant) & (df.status == "ok")].set_index("dim")
+        common = sorted(set(vj.index) & set(other.index))
+        if common:
+            lines += [
+                "",
+                f"Variational JKO eager / `{variant}`, seconds per step (training only in brackets; separate cells,"
+                " so tens of percent of noise): "
+                + ", ".join(
+                    f"d={d}: **{vj.step_s[d] / other.step_s[d]:.2f}x** ({vj.train_s[d] / other.train_s[d]:.2f}x)"
+                    for d in common
+                )
+                + ".",
+            ]
     lines += [
         "",
         "## Speed ratios measured side by side (same run, interleaved)",
@@ -291,6 +373,30 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
         "`torch.distributions.MultivariateNormal` rebuilt every iteration, T(y) recomputed for every h-step,",
         "`zero_grad(set_to_none=False)`, no `requires_grad` toggling, `.item()` on both losses every iteration.",
         "",
+    ]
+    if len(census):
+        rate = census.gemm_gflops.iloc[0]
+        lines += [
+            "## Where the time goes: arithmetic vs per-operator cost (variational JKO, one inner iteration)",
+            "",
+            "Census of one eager inner iteration (`wgfbench.census`: aten operator calls, forward and backward, and",
+            f"matrix-product FLOPs), against the device's measured GEMM rate ({rate:.1f} GFLOP/s, 1024^3 fp32",
+            "product). *Arithmetic* = FLOPs / GEMM rate, the time at the best rate the device reaches (a lower",
+            "bound); *rest* = measured - arithmetic: per-operator dispatch (CPU) or kernel launches (GPU),",
+            "elementwise memory traffic, small products below peak rate.",
+            "",
+            "| d | s / iteration | operator calls | GFLOP | arithmetic s | rest s | rest per operator (us) |"
+            " arithmetic share |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in census.itertuples():
+            lines.append(
+                f"| {r.dim} | {r.s_per_iter:.4g} | {r.op_calls_per_iter:.0f} | {r.gflop_per_iter:.3g} | "
+                f"{r.arithmetic_s:.3g} | {r.rest_s:.3g} | {r.rest_us_per_op:.1f} | "
+                f"{100 * r.arithmetic_s / r.s_per_iter:.0f}% |"
+            )
+        lines.append("")
+    lines += [
         "## Where the time goes (torch.profiler, one step, self CPU time)",
         "",
     ]
@@ -311,13 +417,20 @@ def markdown(df: pd.DataFrame, kernels: pd.DataFrame, profiles: dict, prov: dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
-    ap.add_argument("--methods", nargs="+", default=sorted(METHODS))
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="registered names or variants NAME:key=value,... (default: every method and the compiled centrepiece)",
+    )
     ap.add_argument("--cell-budget", type=float, default=90.0, help="seconds one (method, d) cell may take")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "timing")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU path: CUDA-event timing, GPU peak memory)")
     ap.add_argument("--no-kernels", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
+    ap.add_argument("--no-census", action="store_true")
     args = ap.parse_args(argv)
+    args.methods = args.methods or default_methods(args.device)
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -332,10 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += method_rows(method, sorted(args.dims), args.cell_budget, log, args.device)
     df = pd.DataFrame(rows)
     kernels = pd.DataFrame(kernel_rows(sorted(args.dims), log)) if not args.no_kernels else pd.DataFrame()
+    census = pd.DataFrame(census_rows(sorted(args.dims), args.device, log)) if not args.no_census else pd.DataFrame()
     profiles = {}
     if not args.no_profiles:
-        for method in args.methods:
-            ok = df[(df.method == method) & (df.status == "ok")]
+        for method in [m for m in args.methods if ":" not in m]:
+            ok = df[(df.label == method) & (df.status == "ok")]
             for dim in sorted(
                 {min(64, int(ok.dim.max()))} | ({max(args.dims)} if method == "variational_jko" else set())
             ):
@@ -343,13 +457,16 @@ def main(argv: list[str] | None = None) -> int:
                     profiles[method, dim] = profile_step(method, dim, args.out, args.device)
     for key, value in prov.items():
         df[key] = value
-        if len(kernels):
-            kernels[key] = value
+        for extra in (kernels, census):
+            if len(extra):
+                extra[key] = value
     df.to_parquet(args.out / "table.parquet", index=False)
     if len(kernels):
         kernels.to_parquet(args.out / "kernels.parquet", index=False)
+    if len(census):
+        census.to_parquet(args.out / "census.parquet", index=False)
     figure(df, prov, args.out)
-    (args.out / "table.md").write_text(markdown(df, kernels, profiles, prov, time.perf_counter() - t0))
+    (args.out / "table.md").write_text(markdown(df, kernels, census, profiles, prov, time.perf_counter() - t0))
     log(f"wrote {args.out}/table.md, table.parquet, kernels.parquet, seconds_per_step.png/.pdf")
     return 0
 
