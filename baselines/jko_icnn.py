@@ -69,6 +69,7 @@ from wgfbench.densities import (
     push_with_log_density,
 )
 from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.nets.adam import adam
 from wgfbench.nets.icnn import DenseICNN, pretrain_identity
 from wgfbench.timing import timed
 
@@ -264,7 +265,7 @@ class _JKOICNN(JKOMethod):
 
     def _train_step(self) -> tuple[float, dict[str, float]]:
         cfg = self.config
-        opt = torch.optim.Adam(self.psi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.psi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = self.particles.shape[0]
         order = torch.randperm(n, generator=self.generator)
         pos = 0

@@ -88,6 +88,7 @@ import torch
 from torch import Tensor, nn
 
 from wgfbench.methods.base import Diverged, JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.nets.adam import adam
 from wgfbench.nets.mlp import RatioNet, ResidualMLP, mlp_trunk
 from wgfbench.problems.gaussian import moment_fit
 from wgfbench.timing import timed
@@ -187,6 +188,12 @@ class GaussianReference:
         return -0.5 * (u**2).sum(-1) - self.log_norm
 
 
+def stacked(fn: Callable[[Tensor], Tensor], a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """(fn(a), fn(b)) by one call on the rows of [a; b], for a row-wise fn (a network without batch statistics)."""
+    out = fn(torch.cat([a, b]))
+    return out[: a.shape[0]], out[a.shape[0] :]
+
+
 # --- KL: Gaussian reference and density-ratio dual ---------------------------------------------------
 class KLDual:
     """F = tau KL(P || Q) with Gamma = moment-fit Gaussian and the log-ratio NWJ dual (module docstring)."""
@@ -208,8 +215,13 @@ class KLDual:
         return self.gamma.sample(n)
 
     def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
-        """- (E_P[log r] - E_Gamma[r]): minimised over r (ascent on the NWJ lower bound)."""
-        return -self.net.log_ratio(ty).mean() + self.net.ratio(z).mean()
+        """- (E_P[log r] - E_Gamma[r]): minimised over r (ascent on the NWJ lower bound).
+
+        r is evaluated on [Ty; z] in one pass (:func:`stacked`): the same values as two passes, half the
+        operator calls (kernel launches on a GPU).
+        """
+        r_ty, r_z = stacked(self.net.ratio, ty, z)
+        return -self.net.log_of(r_ty).mean() + r_z.mean()
 
     def energy(self, ty: Tensor) -> Tensor:
         """tau E[log r(Ty) + log Gamma(Ty) - log Q(Ty)]: the T-loss term of F(T#P_k)."""
@@ -347,8 +359,13 @@ class EntropyDual:
         return self.m / (self.m - 1) * self._power_m_minus_1(self.net(self._inside(ty))).mean()
 
     def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
-        """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p."""
-        return self.energy(ty) - self.gamma.volume_t * (self.net(z) ** self.m).mean()
+        """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p.
+
+        rho is evaluated on [Ty (projected onto Omega); z] in one pass (:func:`stacked`).
+        """
+        rho_ty, rho_z = stacked(self.net, self._inside(ty), z)
+        energy = self.m / (self.m - 1) * self._power_m_minus_1(rho_ty).mean()
+        return energy - self.gamma.volume_t * (rho_z**self.m).mean()
 
     def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
         return -self.dual_value(ty, z)
@@ -430,8 +447,8 @@ class VariationalJKO(JKOMethod):
         self.T = build_map(d, config).to(self.device, self.dtype)
         self.dual = DUALS[problem.functional](problem, config, self.device, self.dtype)
         self.r = self.dual.net
-        self.opt_t = torch.optim.Adam(self.T.parameters(), lr=config.lr_t, weight_decay=config.weight_decay)
-        self.opt_h = torch.optim.Adam(self.r.parameters(), lr=config.lr_h, weight_decay=config.weight_decay)
+        self.opt_t = adam(self.T.parameters(), lr=config.lr_t, weight_decay=config.weight_decay)
+        self.opt_h = adam(self.r.parameters(), lr=config.lr_h, weight_decay=config.weight_decay)
         self._h_loss, self._t_loss_of = compile_losses(
             self.dual.h_loss, self._t_loss_at, config.compile, compile_t=config.map != "icnn"
         )

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wgfbench.nets.adam import adam
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "celu": F.celu}
 
 
@@ -208,7 +210,7 @@ def pretrain_identity(
     ``max_iters`` iterations (Mokrov et al.'s protocol: lr 8e-3, 4000, 1e-5). ``sample`` returns a batch
     already on the potential's device and dtype.
     """
-    opt = torch.optim.Adam(potential.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = adam(potential.parameters(), lr=lr, weight_decay=weight_decay)
     loss_value = float("inf")
     for it in range(1, max_iters + 1):
         x = sample(batch_size)

@@ -68,5 +68,9 @@ class RatioNet(nn.Module):
         hbar = 20.0 * torch.sigmoid(0.15 * u)
         return torch.expm1(hbar)
 
+    def log_of(self, ratio: Tensor) -> Tensor:
+        """log r from values r of :meth:`ratio`, clamped below at ``log_clamp``."""
+        return torch.log(ratio.clamp_min(self.log_clamp))
+
     def log_ratio(self, x: Tensor) -> Tensor:
-        return torch.log(self.ratio(x).clamp_min(self.log_clamp))
+        return self.log_of(self.ratio(x))
