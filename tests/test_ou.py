@@ -149,3 +149,19 @@ def test_exact_jko_converges_at_first_order(generator: str) -> None:
     rates = [math.log10(errs[i] / errs[i + 1]) for i in range(2)]
     assert all(0.9 < r < 1.1 for r in rates), (errs, rates)
     assert gaussian_symkl(p.jko_reference(100, 0.006), p.reference(t)) < 1e-4
+
+
+def test_every_law_samples_in_the_dtype_asked_with_the_same_moments() -> None:
+    """Law.sample(dtype=float32) (what the methods draw P_0 in) has the float64 draws' law."""
+    from wgfbench.registry import make_problem
+
+    problems = [make_problem(name, dim, 0) for name, dim in (("ou", 3), ("barenblatt", 3), ("gmm", 2))]
+    laws = [p.initial() for p in problems] + [problems[2].reference(1.0)]  # Gaussian, Barenblatt, mixture
+    assert {type(law).__name__ for law in laws} == {"GaussianLaw", "BarenblattLaw", "GaussianMixtureLaw"}
+    for law in laws:
+        x64 = law.sample(40_000, torch.Generator().manual_seed(0))
+        x32 = law.sample(40_000, torch.Generator().manual_seed(1), dtype=torch.float32)
+        assert x64.dtype == torch.float64 and x32.dtype == torch.float32 and x32.shape == x64.shape
+        scale = float(x64.std(0).max())
+        torch.testing.assert_close(x32.double().mean(0), x64.mean(0), atol=0.03 * scale, rtol=0)
+        torch.testing.assert_close(torch.cov(x32.double().T), torch.cov(x64.T), atol=0.05 * scale**2, rtol=0)

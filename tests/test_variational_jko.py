@@ -44,7 +44,7 @@ def test_particles_are_regenerated_from_p0_through_all_maps() -> None:
     assert len(method.maps) == 3
     assert all(not m.training for m in method.maps)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    x0 = problem.initial().sample(16, gen_a).float()
+    x0 = problem.initial().sample(16, gen_a, dtype=torch.float32)  # P_0 is drawn in the method's dtype
     pushed = x0
     for m in method.maps:
         pushed = m(pushed)

@@ -125,8 +125,8 @@ class BarenblattLaw:
     def density(self, x: Tensor) -> Tensor:
         return torch.exp(self.log_density(x))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n exact samples, float64: X = R sqrt(B) u, B ~ Beta(n/2, p+1), u uniform on the sphere.
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+        """n exact samples in ``dtype``: X = R sqrt(B) u, B ~ Beta(n/2, p+1), u uniform on the sphere.
 
         B = G_a / (G_a + G_b) with independent Gamma variates from a numpy Generator whose seed is
         drawn from ``generator`` (so the draw is a function of the torch generator's state).
@@ -135,8 +135,8 @@ class BarenblattLaw:
         rng = np.random.default_rng(seed)
         ga = rng.standard_gamma(0.5 * self.dim, size=n)
         gb = rng.standard_gamma(self.p + 1.0, size=n)
-        b = torch.from_numpy(ga / (ga + gb))
-        u = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        b = torch.from_numpy(ga / (ga + gb)).to(dtype)
+        u = torch.randn(n, self.dim, generator=generator, dtype=dtype)
         u = u / u.norm(dim=1, keepdim=True)
         return self.radius * b.sqrt().unsqueeze(1) * u
 

@@ -54,11 +54,11 @@ class GaussianLaw:
     def is_gaussian(self) -> bool:
         return True
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n i.i.d. samples, float64, shape (n, d)."""
-        chol = torch.linalg.cholesky(self.cov)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.mean + z @ chol.T
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+        """n i.i.d. samples mean + L z (cov = L L^T, Cholesky in float64), shape (n, d), drawn in ``dtype``."""
+        chol = torch.linalg.cholesky(self.cov).to(dtype)
+        z = torch.randn(n, self.dim, generator=generator, dtype=dtype)
+        return self.mean.to(dtype) + z @ chol.T
 
     def log_density(self, x: Tensor) -> Tensor:
         """log N(x; mean, cov) for x of shape (n, d); computed in float64."""

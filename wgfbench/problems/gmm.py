@@ -108,11 +108,11 @@ class GaussianMixtureLaw:
     def is_gaussian(self) -> bool:
         return False
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n exact samples, float64, (n, d): a component from the weights, then its Gaussian."""
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+        """n exact samples, (n, d), in ``dtype``: a component from the weights, then its Gaussian."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.means[comp] + self.stds[comp, None] * z
+        z = torch.randn(n, self.dim, generator=generator, dtype=dtype)
+        return self.means.to(dtype)[comp] + self.stds.to(dtype)[comp, None] * z
 
     def component_log_densities(self, x: Tensor) -> Tensor:
         """(n, K) matrix of log w_i + log N(x; m_i, s_i^2 I), in x's dtype and device (differentiable in x)."""
