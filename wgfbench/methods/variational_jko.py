@@ -454,7 +454,7 @@ class VariationalJKO(JKOMethod):
         )
         self.maps: list[nn.Module] = []
         self._density_maps: list = []
-        self.particles = self._push(self._sample_p0(config.n_particles, self.generator))
+        self._regenerate_particles()
         if isinstance(self.dual, EntropyDual):
             self.dual.refit(self.particles)
         self.pretrain_s = 0.0
@@ -492,6 +492,11 @@ class VariationalJKO(JKOMethod):
                 x = t_map(x)
             out.append(x)
         return torch.cat(out)
+
+    def _regenerate_particles(self) -> None:
+        """Particles of P_k from fresh P_0 draws of the method's generator (its state before them is kept)."""
+        self._particles_gen_state = self.generator.get_state()
+        self.particles = self._push(self._sample_p0(self.config.n_particles, self.generator))
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self._push(self._sample_p0(n, generator)).cpu()
@@ -572,7 +577,7 @@ class VariationalJKO(JKOMethod):
         with timed(self.device) as regen:
             frozen = copy.deepcopy(self.T).eval().requires_grad_(False)
             self.maps.append(frozen)
-            self.particles = self._push(self._sample_p0(self.config.n_particles, self.generator))
+            self._regenerate_particles()
             check_finite("variational JKO particles", self.particles)
             diagnostics = self.dual.diagnostics(self.particles)
             self.dual.refit(self.particles)
@@ -593,6 +598,11 @@ class VariationalJKO(JKOMethod):
             opt_t=self.opt_t.state_dict(),
             opt_h=self.opt_h.state_dict(),
             maps=[m.state_dict() for m in self.maps],
+            particles_gen_state=self._particles_gen_state,
+            # minibatch draws, reference samples and dropout use torch's global RNG (dropout cannot take a
+            # generator): its state makes a resumed run continue exactly as the uninterrupted one
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         )
         return state
 
@@ -608,5 +618,14 @@ class VariationalJKO(JKOMethod):
             m = copy.deepcopy(self.T).eval().requires_grad_(False)
             m.load_state_dict(sd)
             self.maps.append(m)
-        self.particles = self._push(self._sample_p0(self.config.n_particles, self.generator))
+        # the very particle set the run was using, then the RNGs where the run left them (a checkpoint written
+        # before these were saved resumes with fresh particles and the constructor's global RNG state)
+        after = self.generator.get_state()
+        self.generator.set_state(state.get("particles_gen_state", after))
+        self._regenerate_particles()
+        self.generator.set_state(after)
         self.dual.refit(self.particles)
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
