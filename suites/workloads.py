@@ -186,7 +186,10 @@ def naive_train_step(m) -> float:
     * T(y) is recomputed (under no_grad) for every h-step instead of once per iteration;
     * ``zero_grad(set_to_none=False)`` (the torch 1.x default the paper's code ran with);
     * no ``requires_grad`` toggling, so the T-step backward also fills r's gradients;
-    * ``.item()`` on both losses every iteration (the per-iteration logging; a host sync on GPU).
+    * ``.item()`` on both losses every iteration (the per-iteration logging; a host sync on GPU);
+    * r evaluated on T(y) and on the reference samples in two passes;
+    * ``torch.optim.Adam`` with torch's default implementation (a per-parameter loop on the CPU, ``foreach``
+      on CUDA), set up by :func:`vjko_inner_workload`, where the method uses the fused kernel.
     """
     cfg = m.config
     kl = getattr(m, "dual", m)  # the KL dual object (or, in older trees, the method itself)
@@ -225,7 +228,12 @@ def vjko_inner_workload(dim: int, iters: int = 10, naive: bool = False, repeats:
 
     def setup() -> Callable[[], Any]:
         m = vjko_inner(dim, iters)
-        return (lambda: naive_train_step(m)) if naive else m._train_step
+        if not naive:
+            return m._train_step
+        cfg = m.config  # the optimisers a straightforward transcription would create: torch's default Adam
+        m.opt_t = torch.optim.Adam(m.T.parameters(), lr=cfg.lr_t, weight_decay=cfg.weight_decay)
+        m.opt_h = torch.optim.Adam(m.r.parameters(), lr=cfg.lr_h, weight_decay=cfg.weight_decay)
+        return lambda: naive_train_step(m)
 
     kind = "naive" if naive else "ours"
     return Workload(f"vjko.inner_{kind}[d={dim},iters={iters}]", setup, warmup=1, repeats=repeats)

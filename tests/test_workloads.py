@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def test_naive_and_ours_train_the_same_networks():
     assert torch.isfinite(torch.tensor(loss))
     assert any(not torch.equal(a, b) for a, b in zip(before, m.T.parameters(), strict=True))
     assert torch.isfinite(torch.tensor(m._train_step()))
+
+
+def test_the_naive_workload_uses_torch_default_adam_and_ours_the_fused_one():
+    naive = W.vjko_inner_workload(2, iters=1, naive=True)
+    ours = W.vjko_inner_workload(2, iters=1)
+    assert naive.setup.__code__ is ours.setup.__code__  # one setup, the variant chosen inside
+    m = W.vjko_inner(2, iters=1)
+    assert m.opt_t.param_groups[0]["fused"] is True and m.opt_h.param_groups[0]["fused"] is True
+    call = naive.setup()
+    opt = call.__closure__[0].cell_contents.opt_t  # the method the naive loop trains
+    assert not opt.param_groups[0]["fused"]
+    assert math.isfinite(call())
 
 
 def test_timing_params_keep_only_known_fields():
