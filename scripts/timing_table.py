@@ -218,7 +218,7 @@ def census_rows(dims: list[int], device: str, log) -> list[dict]:
     for dim in dims:
         m = W.vjko_inner(dim, iters=COMMON_ITERS, params={"device": device})
         census = op_census(m._train_step)
-        t = measure(m._train_step, device=m.device, warmup=1, repeats=3)
+        t = measure(m._train_step, device=m.device, warmup=1, repeats=7)  # one cell per d: more repeats
         per_iter = t.median / COMMON_ITERS
         arithmetic = census.flops / COMMON_ITERS / rate
         rows.append(
