@@ -287,3 +287,25 @@ def test_cli_validate_reports_and_exits_2(tmp_path: Path, capsys: pytest.Capture
     path = write(tmp_path, changed((*METHODS, "variational"), {}))
     assert main(["validate", str(path)]) == 2
     assert f"{path}: experiments.ou.methods.variational: unknown method 'variational'" in capsys.readouterr().err
+
+
+def test_list_says_which_methods_have_densities(capsys) -> None:
+    """`wgfbench list`: every registered method with its functionals and whether (or when) it has a density."""
+    from wgfbench.registry import METHODS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert set(METHODS) <= set(lines)
+    assert lines["variational_jko"].endswith("density=with map=icnn")
+    assert lines["jko_icnn_exact"].endswith("density=yes")
+    assert lines["em_particles"].endswith("density=no")
+
+
+def test_variational_jko_has_a_density_exactly_with_icnn_maps() -> None:
+    from wgfbench.registry import make_method, make_problem
+
+    problem = make_problem("ou", 2, 0)
+    tiny = dict(n_particles=256, batch_size=64, iters_per_step=1, icnn_pretrain_iters=2)
+    assert make_method("variational_jko", problem, 0.05, dict(tiny, map="icnn"), 0).has_density
+    assert not make_method("variational_jko", problem, 0.05, tiny, 0).has_density

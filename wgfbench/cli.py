@@ -42,7 +42,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("methods:")
     for name in registry.METHODS:
         cls = registry.method_class(name)
-        info = f"functionals={sorted(cls.functionals)} density={'yes' if cls.has_density else 'no'}"
+        density = "yes" if cls.has_density else f"with {cls.density_when}" if cls.density_when else "no"
+        info = f"functionals={sorted(cls.functionals)} density={density}"
         if cls.max_dim:
             info += f" max_dim={cls.max_dim}"
         print(f"  {name:24s} {info}")

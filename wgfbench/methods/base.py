@@ -80,6 +80,7 @@ class JKOMethod(ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     functionals: ClassVar[frozenset[str]] = frozenset({"kl"})
     has_density: ClassVar[bool] = False
+    density_when: ClassVar[str] = ""  # set where an instance has a density for some configs only
     max_dim: ClassVar[int | None] = None
     needs_gaussian_start: ClassVar[bool] = False
     accelerated: ClassVar[bool] = False  # trains networks: a GPU job on a cluster (Snakefile resource gpu)

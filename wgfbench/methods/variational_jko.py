@@ -439,6 +439,7 @@ class VariationalJKO(JKOMethod):
     Config = VariationalJKOConfig
     functionals = frozenset(DUALS)
     accelerated = True
+    density_when = "map=icnn"  # with ICNN maps only (T = grad psi): an instance sets has_density
 
     def __init__(self, problem, step_size: float, config: VariationalJKOConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
