@@ -326,3 +326,21 @@ def test_porous_summary_table_from_records():
     disc = discretisation_errors(problem, 2, 5e-4)
     assert f"{disc['w2']:.3g}" in text and disc["w2"] > 0
     assert "| seconds per JKO step (wall) | 2 ± 0 |" in text
+
+
+def test_method_colours_are_distinct() -> None:
+    """Known methods get colours > 0.25 apart in RGB (the colour-blind palette's orange and vermillion, once
+    both used, are 0.20 apart); a few unknown methods get further distinct ones (> 0.15)."""
+    import itertools
+
+    from wgfbench.plots import METHOD_ORDER, method_colors
+
+    def dist(a, b) -> float:
+        return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
+
+    colors = method_colors([*METHOD_ORDER, "new_a", "new_b", "new_c"])
+    assert set(METHOD_ORDER) <= set(colors)
+    for a, b in itertools.combinations(METHOD_ORDER, 2):
+        assert dist(colors[a], colors[b]) > 0.25, (a, b)
+    for (a, ca), (b, cb) in itertools.combinations(colors.items(), 2):
+        assert dist(ca, cb) > 0.15, (a, b)

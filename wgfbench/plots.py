@@ -33,13 +33,22 @@ METHOD_ORDER = [
     "identity",
 ]
 _PALETTE = sns.color_palette("colorblind", 10)
-METHOD_COLORS = {m: _PALETTE[i] for i, m in enumerate(METHOD_ORDER)}
+# Fixed, mutually distinct colours (the colour-blind palette's orange, vermillion and brown were once given to
+# three methods shown together): the neural methods get blue, orange, green and pink-purple; the two references
+# near-black (the exact JKO oracle, like the dashed discretisation line) and grey (identity).
+_METHOD_PALETTE_INDEX = {"variational_jko": 0, "jko_icnn_exact": 1, "jko_icnn_stochastic": 2, "em_particles": 4}
+METHOD_COLORS = {m: _PALETTE[i] for m, i in _METHOD_PALETTE_INDEX.items()} | {
+    "exact_jko": (0.15, 0.15, 0.15),
+    "identity": _PALETTE[7],
+}
 
 
 def method_colors(methods) -> dict[str, tuple]:
-    """Fixed colours for known methods; further methods get the remaining palette colours in order."""
+    """Fixed colours for known methods; further methods get the unused palette colours in order."""
     colors = dict(METHOD_COLORS)
-    spare = iter(_PALETTE[len(METHOD_ORDER) :] + sns.color_palette("dark", 10))
+    used = set(_METHOD_PALETTE_INDEX.values()) | {7}
+    order = [5, 9, 6, 8, 3]  # unused palette colours, those nearest a method's colour (vermillion ~ orange) last
+    spare = iter([_PALETTE[i] for i in order if i not in used] + sns.color_palette("dark", 10))
     for m in methods:
         if m not in colors:
             colors[m] = next(spare)
