@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -81,9 +82,10 @@ class JKOICNNConfig(MethodConfig):
     hidden_width: int = 64
     hidden_layers: int = 2
     rank: int = 5
-    activation: str = "softplus"
+    activation: Literal["softplus", "celu"] = "softplus"
     strong_convexity: float = 1e-6
-    hessian: str = "analytic"  # exact variant: "analytic" (DenseICNN.grad_and_hessian) or "torch_func"
+    # exact variant: "analytic" (DenseICNN.grad_and_hessian) or "torch_func"
+    hessian: Literal["analytic", "torch_func"] = "analytic"
     lr: float = 5e-3
     weight_decay: float = 1e-9
     batch_size: int = 1024

@@ -76,6 +76,18 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("unknown-problem", changed((*EXP, "problem"), "ouu"), "experiments.ou.problem", "known: ['barenblatt'"),
     ("missing-problem", changed((*EXP, "problem"), DELETE), "experiments.ou.problem", "allowed: a problem name"),
     ("unknown-method", changed((*METHODS, "variational"), {}), "experiments.ou.methods.variational", "known: ["),
+    (
+        "unknown-compile-mode",
+        changed((*METHODS, "variational_jko", "params", "compile"), "fast"),
+        "experiments.ou.methods.variational_jko.params.compile",
+        "allowed: ['off', 'default', 'reduce-overhead']",
+    ),
+    (
+        "unknown-map",
+        changed((*METHODS, "variational_jko", "params", "map"), "resnet"),
+        "experiments.ou.methods.variational_jko.params.map",
+        "allowed: ['mlp', 'icnn']",
+    ),
     ("negative-step", changed((*EXP, "step_size"), -0.1), "experiments.ou.step_size", "must be > 0"),
     ("zero-step", changed((*EXP, "step_size"), 0), "experiments.ou.step_size", "must be > 0"),
     ("nan-step", changed((*EXP, "step_size"), float("nan")), "experiments.ou.step_size", "finite number > 0"),

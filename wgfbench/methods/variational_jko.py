@@ -83,6 +83,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -127,7 +128,7 @@ class VariationalJKOConfig(MethodConfig):
     lr_t: float = 5e-3
     lr_h: float = 5e-3
     weight_decay: float = 0.0
-    map: str = "mlp"  # "mlp" (residual MLP) or "icnn" (gradient of a DenseICNN)
+    map: Literal["mlp", "icnn"] = "mlp"  # "mlp" (residual MLP) or "icnn" (gradient of a DenseICNN)
     t_width: int = 64
     t_hidden: int = 2
     t_dropout: float = 0.02
@@ -135,20 +136,21 @@ class VariationalJKOConfig(MethodConfig):
     icnn_width: int = 64
     icnn_layers: int = 2
     icnn_rank: int = 1
-    icnn_activation: str = "celu"
+    icnn_activation: Literal["celu", "softplus"] = "celu"
     icnn_strong_convexity: float = 1e-6
     icnn_pretrain_iters: int = 4000
     icnn_pretrain_lr: float = 8e-3
     h_width: int = 64
     h_hidden: int = 1
-    ratio: str = "quadratic"  # KL only
+    ratio: Literal["quadratic", "smooth"] = "quadratic"  # KL only
     gamma0_var: float = 1.5  # KL only
     box_scale: float = 1.5  # generalised entropy only, from here on
     box_quantile: float = 0.999
-    reference_shape: str = "box"  # "box" (the paper) or "ball"
-    dual_scale: str = "moment"  # "moment" or "box" (Fan's h)
+    reference_shape: Literal["box", "ball"] = "box"  # "box" (the paper) or "ball"
+    dual_scale: Literal["moment", "box"] = "moment"  # "moment" or "box" (Fan's h)
     regen_chunk: int = 65_536
-    compile: str = "off"  # "off" (eager), "default" or "reduce-overhead": torch.compile mode of the two losses
+    # torch.compile mode of the two losses: "off" (eager), "default", or "reduce-overhead" (CUDA graphs on a GPU)
+    compile: Literal["off", "default", "reduce-overhead"] = "off"
 
 
 class GaussianReference:
