@@ -333,7 +333,8 @@ def test_method_colours_are_distinct() -> None:
     both used, are 0.20 apart); a few unknown methods get further distinct ones (> 0.15)."""
     import itertools
 
-    from wgfbench.plots import METHOD_ORDER, method_colors
+    from wgfbench.plots import method_colors
+    from wgfbench.tables import METHOD_ORDER
 
     def dist(a, b) -> float:
         return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5

@@ -97,3 +97,70 @@ def test_dry_run_and_lint_of_default_suite() -> None:
     assert dry.returncode == 0, dry.stderr[-2000:]
     lint = subprocess.run([*base, "--lint"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-2000:]
+
+
+def test_provenance_is_one_row_per_commit_and_versions_with_run_counts() -> None:
+    import pandas as pd
+
+    from wgfbench.tables import provenance_markdown
+
+    rows = []
+    for seed, commit, date in ((0, "aaa", "2026-01-01"), (1, "aaa", "2026-01-03"), (2, "bbb", "2026-01-02")):
+        for k in range(3):  # several steps per run: counted once
+            rows.append(
+                dict(
+                    experiment="ou",
+                    problem="ou",
+                    method="m",
+                    dim=2,
+                    seed=seed,
+                    k=k,
+                    git_commit=commit,
+                    device_name="cpu",
+                    torch_version="2",
+                    pot_version="0.9",
+                    run_date=date,
+                )
+            )
+    text = provenance_markdown(pd.DataFrame(rows))
+    table = [line for line in text.splitlines() if line.startswith("| aaa") or line.startswith("| bbb")]
+    assert table == [
+        "| aaa | cpu | 2 | 0.9 | 2 | 2026-01-01 | 2026-01-03 |",
+        "| bbb | cpu | 2 | 0.9 | 1 | 2026-01-02 | 2026-01-02 |",
+    ]
+    assert "no provenance" in provenance_markdown(pd.DataFrame({"k": [0]}))
+
+
+def test_tables_list_methods_centrepiece_first_whatever_the_record_order() -> None:
+    import pandas as pd
+
+    from wgfbench.tables import markdown, ordered_methods
+
+    assert ordered_methods(["zz_new", "identity", "exact_jko", "variational_jko", "aa_new"]) == [
+        "variational_jko",
+        "exact_jko",
+        "identity",
+        "aa_new",
+        "zz_new",
+    ]
+    rows = [
+        dict(
+            experiment="ou",
+            problem="ou",
+            method=m,
+            dim=2,
+            seed=s,
+            k=1,
+            t=0.5,
+            report_t=0.5,
+            status="ok",
+            symkl_moment=0.01 * (i + 1),
+            time_step_s=0.1,
+            peak_mem_mb=1.0,
+        )
+        for i, m in enumerate(["identity", "exact_jko", "variational_jko"])
+        for s in (0, 1)
+    ]
+    text = markdown(pd.DataFrame(rows))
+    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "d=" not in line]
+    assert order[:3] == ["variational_jko", "exact_jko", "identity"], text

@@ -123,23 +123,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from wgfbench.records import read_records, write_parquet_atomic, write_text_atomic
-    from wgfbench.tables import markdown, summary
+    from wgfbench.tables import markdown, provenance_markdown, summary
 
     df = read_records(args.records)
     out = Path(args.out)
     write_parquet_atomic(df, out / "table.parquet")
     write_parquet_atomic(summary(df), out / "summary.parquet")
-    write_text_atomic(markdown(df, title=args.title) + "\n" + _provenance_md(df), out / "table.md")
+    write_text_atomic(markdown(df, title=args.title) + "\n" + provenance_markdown(df), out / "table.md")
     print(f"wrote {out / 'table.md'}, {out / 'table.parquet'} and {out / 'summary.parquet'} ({len(df)} rows)")
     return 0
-
-
-def _provenance_md(df) -> str:
-    cols = [c for c in ("git_commit", "device_name", "torch_version", "pot_version", "run_date") if c in df]
-    prov = df[cols].drop_duplicates()
-    lines = ["## Provenance", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in prov.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -22,16 +22,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from wgfbench.tables import at_report_time, seconds_per_step
+from wgfbench.tables import at_report_time, ordered_methods, seconds_per_step
 
-METHOD_ORDER = [
-    "variational_jko",
-    "jko_icnn_exact",
-    "jko_icnn_stochastic",
-    "em_particles",
-    "exact_jko",
-    "identity",
-]
 _PALETTE = sns.color_palette("colorblind", 10)
 # Fixed, mutually distinct colours (the colour-blind palette's orange, vermillion and brown were once given to
 # three methods shown together): the neural methods get blue, orange, green and pink-purple; the two references
@@ -56,8 +48,7 @@ def method_colors(methods) -> dict[str, tuple]:
 
 
 def _ordered(methods) -> list[str]:
-    known = [m for m in METHOD_ORDER if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
+    return ordered_methods(methods)
 
 
 def _save(fig: plt.Figure, path: str | Path) -> list[Path]:

@@ -46,6 +46,23 @@ HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
 ]
 
 
+# The order of methods in every table and figure: the centrepiece, the neural baselines, the references.
+METHOD_ORDER = [
+    "variational_jko",
+    "jko_icnn_exact",
+    "jko_icnn_stochastic",
+    "em_particles",
+    "exact_jko",
+    "identity",
+]
+
+
+def ordered_methods(methods) -> list[str]:
+    """``methods`` in :data:`METHOD_ORDER`, any others after them alphabetically."""
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
 def _log10(x: pd.Series) -> pd.Series:
     return np.log10(x.where(x > 0))
 
@@ -68,6 +85,28 @@ def mean_ci(values: pd.Series) -> tuple[float, float, int]:
 def run_status(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run with its status."""
     return df.groupby(RUN_KEYS, as_index=False).agg(status=("status", "first"))
+
+
+PROVENANCE_KEYS = ("git_commit", "device_name", "torch_version", "pot_version")
+
+
+def provenance_markdown(df: pd.DataFrame) -> str:
+    """Where the records were computed: one row per (commit, device, library versions), with its number of runs
+    and the first and last run dates (a suite's runs usually share one row)."""
+    keys = [c for c in PROVENANCE_KEYS if c in df]
+    lines = ["## Provenance", ""]
+    if not keys:
+        return "\n".join([*lines, "(the records carry no provenance)", ""])
+    runs = df.drop_duplicates([c for c in RUN_KEYS if c in df] + keys)
+    groups = runs.groupby(keys, dropna=False, sort=True)
+    dated = "run_date" in df
+    lines += ["| " + " | ".join([*keys, "runs", *(["first run", "last run"] if dated else [])]) + " |"]
+    lines += ["|" + "---|" * len(keys) + "---:|" + ("---|---|" if dated else "")]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        dates = [str(group.run_date.min()), str(group.run_date.max())] if dated else []
+        lines.append("| " + " | ".join([*(str(v) for v in values), str(len(group)), *dates]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def at_report_time(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -139,7 +178,7 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
         es = summ[summ["experiment"] == exp] if "experiment" in summ else summ
         edf = df[df["experiment"] == exp]
         dims = sorted(edf["dim"].unique())
-        methods = list(dict.fromkeys(edf["method"]))
+        methods = ordered_methods(edf["method"].unique())
         problem = edf["problem"].iloc[0]
         t_rep = float(edf["report_t"].iloc[0])
         n_seeds = edf.groupby("method")["seed"].nunique().max()
@@ -178,6 +217,8 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
                 "| method | dim | " + " | ".join(counts.columns) + " |",
                 "|---|---|" + "---|" * len(counts.columns),
             ]
+            order = {m: i for i, m in enumerate(ordered_methods(counts.index.get_level_values(0).unique()))}
+            counts = counts.sort_index(key=lambda idx: idx.map(order) if idx.name == "method" else idx)
             lines += [f"| {m} | {d} | " + " | ".join(str(v) for v in row) + " |" for (m, d), row in counts.iterrows()]
             lines.append("")
         else:
