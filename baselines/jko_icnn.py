@@ -356,10 +356,7 @@ class _JKOICNN(JKOMethod):
         self._maps64 = []
         self.particles = self.particles_logp = None
         if state["particles_gen_state"] is not None:  # rebuild the very particle set the run was using
-            after = self.generator.get_state()
-            self.generator.set_state(state["particles_gen_state"])
-            self._regenerate_particles()
-            self.generator.set_state(after)
+            self._replay_particles(state["particles_gen_state"])
 
 
 class JKOICNNExact(_JKOICNN):

@@ -136,3 +136,15 @@ class JKOMethod(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.k = int(state["k"])
         self.generator.set_state(state["generator"])
+
+    def _regenerate_particles(self) -> None:
+        """Draw the particle set of P_k afresh from P_0 with ``self.generator`` (methods with particles)."""
+        raise NotImplementedError(f"method {self.name!r} keeps no particle set")
+
+    def _replay_particles(self, particles_gen_state: Tensor | None) -> None:
+        """Redraw a particle set by ``self._regenerate_particles()`` from the generator state it was first drawn
+        from (``None``: the current state), leaving the generator where it was (for checkpoint restores)."""
+        after = self.generator.get_state()
+        self.generator.set_state(after if particles_gen_state is None else particles_gen_state)
+        self._regenerate_particles()
+        self.generator.set_state(after)

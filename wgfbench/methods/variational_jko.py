@@ -83,7 +83,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,8 @@ from wgfbench.nets.mlp import RatioNet, ResidualMLP, mlp_trunk
 from wgfbench.problems.gaussian import moment_fit
 from wgfbench.timing import timed
 
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+CompileMode = Literal["off", "default", "reduce-overhead"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 
 # Fan et al.'s porous-medium protocol (variational-jko.md §1.5 table and §2.2; step size 5e-4 and 50
 # steps are suite values). t_steps is 2 for d = 3 and 1 for d = 6 in their scripts; h_hidden 2 / 3.
@@ -150,7 +151,7 @@ class VariationalJKOConfig(MethodConfig):
     dual_scale: Literal["moment", "box"] = "moment"  # "moment" or "box" (Fan's h)
     regen_chunk: int = 65_536
     # torch.compile mode of the two losses: "off" (eager), "default", or "reduce-overhead" (CUDA graphs on a GPU)
-    compile: Literal["off", "default", "reduce-overhead"] = "off"
+    compile: CompileMode = "off"
 
 
 class GaussianReference:
@@ -356,9 +357,13 @@ class EntropyDual:
         outside = (self.gamma.norm(x) > self.gamma.half_width_t).unsqueeze(-1)
         return torch.where(outside, self.gamma.project(x).detach(), x)
 
+    def _energy_of(self, rho: Tensor) -> Tensor:
+        """m/(m-1) E[rho^{m-1}] from values rho of the network at the (projected) samples."""
+        return self.m / (self.m - 1) * self._power_m_minus_1(rho).mean()
+
     def energy(self, ty: Tensor) -> Tensor:
         """m/(m-1) E[rho(Ty)^{m-1}], Ty outside Omega taken at its projection: the T-loss term of G(T#P_k)."""
-        return self.m / (self.m - 1) * self._power_m_minus_1(self.net(self._inside(ty))).mean()
+        return self._energy_of(self.net(self._inside(ty)))
 
     def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
         """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p.
@@ -366,8 +371,7 @@ class EntropyDual:
         rho is evaluated on [Ty (projected onto Omega); z] in one pass (:func:`stacked`).
         """
         rho_ty, rho_z = stacked(self.net, self._inside(ty), z)
-        energy = self.m / (self.m - 1) * self._power_m_minus_1(rho_ty).mean()
-        return energy - self.gamma.volume_t * (rho_z**self.m).mean()
+        return self._energy_of(rho_ty) - self.gamma.volume_t * (rho_z**self.m).mean()
 
     def h_loss(self, ty: Tensor, z: Tensor) -> Tensor:
         return -self.dual_value(ty, z)
@@ -419,19 +423,19 @@ def compile_losses(h_loss: Callable, t_loss: Callable, mode: str, compile_t: boo
         raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
     if mode == "off":
         return h_loss, t_loss
-    options = {"mode": None if mode == "default" else mode, "dynamic": False}
-    compiled = [torch.compile(h_loss, **options), torch.compile(t_loss, **options) if compile_t else t_loss]
-    if mode != "reduce-overhead":
-        return compiled[0], compiled[1]
 
-    def step_marked(fn: Callable) -> Callable:
-        def call(*args: Tensor) -> Tensor:
+    def compiled(fn: Callable) -> Callable:
+        fast = torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
+        if mode != "reduce-overhead":
+            return fast
+
+        def step_marked(*args: Tensor) -> Tensor:
             torch.compiler.cudagraph_mark_step_begin()
-            return fn(*args)
+            return fast(*args)
 
-        return call
+        return step_marked
 
-    return step_marked(compiled[0]), step_marked(compiled[1]) if compile_t else t_loss
+    return compiled(h_loss), compiled(t_loss) if compile_t else t_loss
 
 
 class VariationalJKO(JKOMethod):
@@ -482,7 +486,7 @@ class VariationalJKO(JKOMethod):
 
     # --- sampling P_k = (T_k o ... o T_1) # P_0 --------------------------------------------------
     def _sample_p0(self, n: int, generator: torch.Generator) -> Tensor:
-        """P_0 samples on the CPU in the method's dtype (the maps run in it; float64 draws cost ~4x more)."""
+        """P_0 samples on the CPU in the method's dtype (the maps run in it; float64 normals cost ~5x more)."""
         return self.problem.initial().sample(n, generator, dtype=self.dtype)
 
     @torch.no_grad()
@@ -623,10 +627,7 @@ class VariationalJKO(JKOMethod):
             self.maps.append(m)
         # the very particle set the run was using, then the RNGs where the run left them (a checkpoint written
         # before these were saved resumes with fresh particles and the constructor's global RNG state)
-        after = self.generator.get_state()
-        self.generator.set_state(state.get("particles_gen_state", after))
-        self._regenerate_particles()
-        self.generator.set_state(after)
+        self._replay_particles(state.get("particles_gen_state"))
         self.dual.refit(self.particles)
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
