@@ -38,17 +38,12 @@ METHOD_COLORS = {m: _PALETTE[i] for m, i in _METHOD_PALETTE_INDEX.items()} | {
 def method_colors(methods) -> dict[str, tuple]:
     """Fixed colours for known methods; further methods get the unused palette colours in order."""
     colors = dict(METHOD_COLORS)
-    used = set(_METHOD_PALETTE_INDEX.values()) | {7}
-    order = [5, 9, 6, 8, 3]  # unused palette colours, those nearest a method's colour (vermillion ~ orange) last
-    spare = iter([_PALETTE[i] for i in order if i not in used] + sns.color_palette("dark", 10))
+    # the palette colours no method has, those nearest a method's colour (vermillion ~ orange) last
+    spare = iter([_PALETTE[i] for i in (5, 9, 6, 8, 3)] + sns.color_palette("dark", 10))
     for m in methods:
         if m not in colors:
             colors[m] = next(spare)
     return colors
-
-
-def _ordered(methods) -> list[str]:
-    return ordered_methods(methods)
 
 
 def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
@@ -100,7 +95,7 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
         return []
     ok["log10"] = np.log10(ok[metric])
     dims = sorted(ok["dim"].unique())
-    methods = _ordered(ok["method"].unique())
+    methods = ordered_methods(ok["method"].unique())
     colors = method_colors(methods)
     fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims) + 1.5, 3.0), sharey=True, squeeze=False)
     for ax, d in zip(axes[0], dims, strict=True):
@@ -136,7 +131,7 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
 def _lineplot_vs_dim(data: pd.DataFrame, y: str) -> tuple[plt.Figure, plt.Axes]:
     """Mean and 95% CI band of ``y`` per method against the dimension (log2 axis, one tick per dim)."""
     _style()
-    methods = _ordered(data["method"].unique())
+    methods = ordered_methods(data["method"].unique())
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     sns.lineplot(
         data=data,

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from wgfbench import registry
 from wgfbench.methods.base import Diverged
-from wgfbench.plots import _ordered, _save, _style, method_colors
+from wgfbench.plots import _save, _style, method_colors
 from wgfbench.suites import RunSpec
+from wgfbench.tables import ordered_methods
 
 
 @dataclasses.dataclass
@@ -100,7 +101,7 @@ def samples_figure(
     ref = reference.sample(n_reference, gen).to(torch.float64)
     centre, axes, axis_name = _projection(ref)
     ref2 = ((ref - centre) @ axes).numpy()
-    methods = _ordered(samples)
+    methods = ordered_methods(samples)
     colors = method_colors(methods)
     panels = ["exact reference", *methods]
     lim_lo = ref2.min(0) - 1.0

@@ -59,8 +59,9 @@ METHOD_ORDER = [
 
 def ordered_methods(methods) -> list[str]:
     """``methods`` in :data:`METHOD_ORDER`, any others after them alphabetically."""
-    known = [m for m in METHOD_ORDER if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
+    given = set(methods)
+    known = [m for m in METHOD_ORDER if m in given]
+    return known + sorted(given - set(known))
 
 
 def _log10(x: pd.Series) -> pd.Series:
@@ -217,8 +218,7 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
                 "| method | dim | " + " | ".join(counts.columns) + " |",
                 "|---|---|" + "---|" * len(counts.columns),
             ]
-            order = {m: i for i, m in enumerate(ordered_methods(counts.index.get_level_values(0).unique()))}
-            counts = counts.sort_index(key=lambda idx: idx.map(order) if idx.name == "method" else idx)
+            counts = counts.loc[ordered_methods(counts.index.get_level_values("method"))]
             lines += [f"| {m} | {d} | " + " | ".join(str(v) for v in row) + " |" for (m, d), row in counts.iterrows()]
             lines.append("")
         else:
