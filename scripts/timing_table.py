@@ -67,16 +67,10 @@ def iters_field(method: str) -> str | None:
 
 def parse_variant(spec: str) -> tuple[str, dict]:
     """``NAME`` or ``NAME:key=value,key=value`` -> (method name, config overrides); values read as YAML scalars."""
-    from wgfbench.cli import _parse_value
+    from wgfbench.cli import _kv
 
     name, _, rest = spec.partition(":")
-    overrides = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SystemExit(f"a method variant is NAME:key=value,...; got {spec!r}")
-        overrides[key.strip()] = _parse_value(value)
-    return name, overrides
+    return name, _kv([item for item in rest.split(",") if item], f"a method variant ({spec!r}, NAME:key=value,...)")
 
 
 def default_methods(device: str) -> list[str]:
@@ -219,23 +213,23 @@ def census_rows(dims: list[int], device: str, log) -> list[dict]:
         m = W.vjko_inner(dim, iters=COMMON_ITERS, params={"device": device})
         census = op_census(m._train_step)
         t = measure(m._train_step, device=m.device, warmup=1, repeats=7)  # one cell per d: more repeats
-        per_iter = t.median / COMMON_ITERS
-        arithmetic = census.flops / COMMON_ITERS / rate
+        per_iter, ops, flops = (v / COMMON_ITERS for v in (t.median, census.op_calls, census.flops))
+        arithmetic = flops / rate
         rows.append(
             {
                 "dim": dim,
                 "s_per_iter": per_iter,
-                "op_calls_per_iter": census.op_calls / COMMON_ITERS,
-                "gflop_per_iter": census.flops / COMMON_ITERS / 1e9,
+                "op_calls_per_iter": ops,
+                "gflop_per_iter": flops / 1e9,
                 "gemm_gflops": rate / 1e9,
                 "arithmetic_s": arithmetic,
                 "rest_s": per_iter - arithmetic,
-                "rest_us_per_op": 1e6 * (per_iter - arithmetic) / (census.op_calls / COMMON_ITERS),
+                "rest_us_per_op": 1e6 * (per_iter - arithmetic) / ops,
             }
         )
         log(
-            f"census d={dim:4d}: {per_iter * 1e3:.2f} ms/iter, {census.op_calls / COMMON_ITERS:.0f} ops, "
-            f"{census.flops / COMMON_ITERS / 1e9:.3f} GFLOP -> arithmetic {arithmetic * 1e3:.2f} ms"
+            f"census d={dim:4d}: {per_iter * 1e3:.2f} ms/iter, {ops:.0f} ops, "
+            f"{flops / 1e9:.3f} GFLOP -> arithmetic {arithmetic * 1e3:.2f} ms"
         )
     return rows
 
