@@ -113,10 +113,10 @@ def _measure_cell(spec: str, dim: int, iters: int | None, repeats: int, device: 
 def method_rows(spec: str, dims: list[int], cell_budget: float, log, device: str = "cpu") -> list[dict]:
     """Cells of one method (or variant) in increasing d; each cell's cost is predicted from the previous ones
     (growth in d between linear and cubic) to choose the inner iterations and repeats that fit ``cell_budget``."""
-    method, _ = parse_variant(spec)
+    method, overrides = parse_variant(spec)
     variant = spec.partition(":")[2]
     field = iters_field(method)
-    base_iters = W.timing_params(method).get(field, COMMON_ITERS) if field else None
+    base_iters = W.timing_params(method, overrides).get(field, COMMON_ITERS) if field else None  # variant's wins
     rows = []
     prev: tuple[int, float, float] | None = None  # (dim, seconds per iteration (or per step), growth exponent)
     for dim in dims:
