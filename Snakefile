@@ -12,6 +12,7 @@ tables are always built from every run.
 """
 
 import os
+import shlex
 import sys
 
 from wgfbench.registry import method_class
@@ -28,7 +29,8 @@ OUT = config.get("out", f"results/{SUITE.name}")
 USE_GPU = int(config.get("gpu", 0))
 RUNS = {r.job_id: r for r in SUITE.runs}
 # the CLI of the Python running this workflow (works whether or not the venv's bin is on PATH)
-WGFBENCH = f"'{sys.executable}' -m wgfbench.cli"
+# (quoted here: it is a command prefix; every path below is quoted where it is used, with Snakemake's `:q`)
+WGFBENCH = f"{shlex.quote(sys.executable)} -m wgfbench.cli"
 
 
 def record_path(r):
@@ -84,6 +86,7 @@ rule run:
         cli=WGFBENCH,
         suite=SUITE_FILE,
         checkpoint=f"{OUT}/checkpoints/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.pt",
+        job="{experiment}/{method}/d{dim}/s{seed}",
     threads: 1
     conda:
         "envs/wgfbench.yaml"
@@ -91,11 +94,11 @@ rule run:
         runtime=runtime_minutes,
         mem_mb=4000,
         gpu=gpus,
+    # every value from the user (suite path, output folder, names) reaches the shell quoted (`:q`), so a path with
+    # spaces, `$(...)` or backticks is a path and nothing else; the runner creates the checkpoint's folder itself
     shell:
-        "mkdir -p $(dirname {params.checkpoint}) && "
-        "{params.cli} run --suite {params.suite} "
-        "--job {wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed} "
-        "--out {output} --checkpoint {params.checkpoint} --threads {threads} 2> {log}"
+        "{params.cli} run --suite {params.suite:q} --job {params.job:q} "
+        "--out {output:q} --checkpoint {params.checkpoint:q} --threads {threads} 2> {log:q}"
 
 
 rule table:
@@ -116,7 +119,7 @@ rule table:
     conda:
         "envs/wgfbench.yaml"
     shell:
-        "{params.cli} table {input} --out {params.out} --title '{params.title}' > {log} 2>&1"
+        "{params.cli} table {input:q} --out {params.out:q} --title {params.title:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -133,4 +136,4 @@ rule figures:
     conda:
         "envs/wgfbench.yaml"
     shell:
-        "{params.cli} plot {input} --out {output} > {log} 2>&1"
+        "{params.cli} plot {input:q} --out {output:q} > {log:q} 2>&1"

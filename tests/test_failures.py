@@ -98,7 +98,7 @@ def _env() -> dict[str, str]:
 
 def _checkpoint_step(path: Path) -> int:
     try:
-        return int(torch.load(path, weights_only=False)["last_good"])
+        return int(torch.load(path, weights_only=True)["last_good"])
     except Exception:  # not there yet
         return -1
 
@@ -119,7 +119,7 @@ def test_sigkill_leaves_no_record_and_the_rerun_resumes_from_the_checkpoint(tmp_
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
     assert not out.exists() and not list(out.parent.glob(f".{out.name}.*")), "a killed run must leave no record"
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)
     k_saved = saved["last_good"]
     assert 2 <= k_saved < 25
 

@@ -12,8 +12,10 @@ not kept). The budget counts the time of earlier attempts of the same run (store
 No lost work: the record is written atomically (temporary file, fsync, rename), so a run killed at
 any moment (even SIGKILL) leaves no record, and Snakemake re-runs exactly the runs whose record is
 missing. With a checkpoint path, the state after each finished step is saved atomically and a
-restarted run resumes from it (the finished record deletes it). A checkpoint of another spec, or one
-that cannot be read, is ignored with a warning; temporary files left by a killed attempt are removed.
+restarted run resumes from it (the finished record deletes it). Checkpoints are read with
+``torch.load(weights_only=True)``: tensors and plain containers only, so a planted file cannot run code. A
+checkpoint of another spec (its spec hash differs), or one that cannot be read that way, is ignored with a
+warning; temporary files left by a killed attempt are removed.
 """
 
 from __future__ import annotations
@@ -76,10 +78,20 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_checkpoint_file(path: str | Path) -> Any:
+    """Read a checkpoint safely: tensors and plain containers only (``torch.load(weights_only=True)``).
+
+    A file that holds any other object (a planted pickle, a foreign file) is refused with an error before
+    anything in it runs; nothing is ever unpickled with arbitrary classes.
+    """
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
 def _load_checkpoint(path: Path, spec: RunSpec) -> dict[str, Any] | None:
-    """The checkpoint's state if it belongs to ``spec`` and can be read; None (with a warning) otherwise."""
+    """The checkpoint's state if it belongs to ``spec`` (same spec hash) and can be read safely; None (with a
+    warning) otherwise."""
     try:
-        state = torch.load(path, weights_only=False)
+        state = load_checkpoint_file(path)
     except Exception as e:  # truncated or foreign file: start afresh rather than fail the run
         log.warning("ignoring checkpoint %s: cannot be read (%s: %s)", path, type(e).__name__, e)
         return None
