@@ -10,8 +10,9 @@ simulated with the JKO step size h as the time step (``substeps`` > 1 splits eac
     X_{k+1} = X_k + h tau grad log_target(X_k) + sqrt(2 h tau) xi_k,   xi_k ~ N(0, I) i.i.d.
 
 The drift comes from autograd on ``problem.log_target``, so the method is generic over KL problems; for OU
-(tau = 1/beta, log_target = -beta V) it is -A(x - b) and the noise sqrt(2h/beta), whose exact law from a
-Gaussian start is Gaussian (closed-forms-and-pitfalls.md §4e; checked in tests/test_baselines.py).
+(tau = 1/beta, log_target = -beta V) it is -A(x - b) and the noise sqrt(2h/beta): from a Gaussian start the law of
+the particles stays Gaussian, m_{k+1} = m_k - h A (m_k - b), S_{k+1} = (I - hA) S_k (I - hA) + (2h/beta) I (checked in
+tests/test_baselines.py).
 
 P_k is the empirical law of the particles: ``sample(n)`` returns n of the N particles, drawn without replacement
 (n > N is an error). There is no density (Mokrov et al.'s EM columns use a KDE of the particles, which the
@@ -23,11 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
+from wgfbench.methods.base import DType, JKOMethod, MethodConfig, StepStats, check_finite
+from wgfbench.params import Count, SampleSize
+from wgfbench.problems.base import KLProblem
 from wgfbench.timing import timed
 
 
@@ -35,25 +39,29 @@ from wgfbench.timing import timed
 class EulerMaruyamaConfig(MethodConfig):
     """Defaults: 50,000 particles (the EM 50k column of Mokrov et al. / S-JKO), one EM step per JKO step."""
 
-    n_particles: int = 50_000
-    substeps: int = 1
-    dtype: str = "float64"
+    n_particles: SampleSize = 50_000
+    substeps: Count = 1
+    dtype: DType = "float64"
 
 
 class EulerMaruyama(JKOMethod):
     """Euler-Maruyama / ULA particle system for the KL functional (module docstring)."""
 
     name = "em_particles"
+    color = "#cc78bc"
     Config = EulerMaruyamaConfig
     functionals = frozenset({"kl"})
+    requires = (KLProblem,)
     has_density = False
+    tiny_params: ClassVar[dict[str, Any]] = {"n_particles": 1024}
+    timing_params: ClassVar[dict[str, Any]] = {"n_particles": 8192}
+
+    @classmethod
+    def sample_limit(cls, config: EulerMaruyamaConfig) -> int:
+        return config.n_particles
 
     def __init__(self, problem, step_size: float, config: EulerMaruyamaConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
-        if config.n_particles < 2:
-            raise ValueError(f"n_particles must be >= 2, got {config.n_particles}")
-        if config.substeps < 1:
-            raise ValueError(f"substeps must be >= 1, got {config.substeps}")
         self.tau = float(problem.temperature)
         self.particles = problem.initial().sample(config.n_particles, self.generator).to(self.device, self.dtype)
 
@@ -64,8 +72,8 @@ class EulerMaruyama(JKOMethod):
             (g,) = torch.autograd.grad(self.problem.log_target(xr).sum(), xr)
         return self.tau * g
 
-    def step(self) -> StepStats:
-        dt = self.h / self.config.substeps
+    def _advance(self) -> StepStats:
+        dt = self.step_size / self.config.substeps
         with timed(self.device) as m:
             x = self.particles
             for _ in range(self.config.substeps):
@@ -73,8 +81,7 @@ class EulerMaruyama(JKOMethod):
                 x = x + dt * self.drift(x) + math.sqrt(2.0 * dt * self.tau) * noise
             check_finite("Euler-Maruyama particles", x)
             self.particles = x
-        self.k += 1
-        return StepStats(train_s=m.seconds, regen_s=0.0, loss=float("nan"))
+        return StepStats(train_s=m.seconds, regen_s=0.0)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         n_part = self.particles.shape[0]

@@ -13,14 +13,17 @@ from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats
 
 
 class Identity(JKOMethod):
+    """P_k = P_0 (module docstring)."""
+
     name = "identity"
+    role = "reference"
+    color = "#949494"  # grey: the "useless" calibration row
     Config = MethodConfig
     functionals = frozenset({"kl", "generalised_entropy"})
     has_density = True
 
-    def step(self) -> StepStats:
-        self.k += 1
-        return StepStats(train_s=0.0, regen_s=0.0, loss=float("nan"))
+    def _advance(self) -> StepStats:
+        return StepStats(train_s=0.0, regen_s=0.0)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.problem.initial().sample(n, generator).to(self.dtype)

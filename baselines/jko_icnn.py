@@ -28,7 +28,7 @@ Two variants share the step loop and differ only in how the log-det term and its
   surrogate u^T H v with u detached has the gradient u^T (dH/dtheta) v. KL functional only: the porous internal
   energy needs the value of log det as well, which this estimator does not give.
 
-Protocol (Mokrov et al.'s OU configuration, peer-methods.md §2.1, and their ``train_diffusion_model``), every
+Protocol (Mokrov et al.'s OU configuration and their ``train_diffusion_model``), every
 constant a config field:
 
 * DenseICNN 2 hidden layers x 64, rank 5, softplus, strong convexity 1e-6 (``hidden_width``, ``hidden_layers``,
@@ -57,21 +57,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from wgfbench.densities import (
-    GradientMap,
-    batched_grad_and_hessian,
-    log_density_by_inversion,
-    logdet_spd,
-    push_with_log_density,
-)
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.densities import batched_grad_and_hessian, logdet_spd
+from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
+from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.nets.adam import adam
 from wgfbench.nets.icnn import DenseICNN, pretrain_identity
+from wgfbench.params import Count, NonNegative, NonNegCount, Positive
 from wgfbench.timing import timed
 
 
@@ -79,34 +75,34 @@ from wgfbench.timing import timed
 class JKOICNNConfig(MethodConfig):
     """Defaults: Mokrov et al.'s OU protocol (``configs/ornstein_uhlenbeck_vary_dim.yml``)."""
 
-    hidden_width: int = 64
-    hidden_layers: int = 2
-    rank: int = 5
+    hidden_width: Count = 64
+    hidden_layers: Count = 2
+    rank: Count = 5
     activation: Literal["softplus", "celu"] = "softplus"
-    strong_convexity: float = 1e-6
+    strong_convexity: NonNegative = 1e-6
     # exact variant: "analytic" (DenseICNN.grad_and_hessian) or "torch_func"
     hessian: Literal["analytic", "torch_func"] = "analytic"
-    lr: float = 5e-3
-    weight_decay: float = 1e-9
-    batch_size: int = 1024
-    iters_per_step: int = 500
-    n_particles: int = 0  # 0: batch_size * iters_per_step (a fresh minibatch of P_k per iteration)
-    pretrain_iters: int = 4000
-    pretrain_lr: float = 8e-3
-    pretrain_tol: float = 1e-5
-    pretrain_batch: int = 1024
-    inversion_tol: float = 1e-9  # residual |grad psi(x) - y| of the float64 Newton inversion
-    inversion_max_iter: int = 100
-    chunk: int = 16_384  # rows per chunk when pushing particles through the maps
+    lr: Positive = 5e-3
+    weight_decay: NonNegative = 1e-9
+    batch_size: Count = 1024
+    iters_per_step: Count = 500
+    n_particles: NonNegCount = 0  # 0: batch_size * iters_per_step (a fresh minibatch of P_k per iteration)
+    pretrain_iters: NonNegCount = 4000
+    pretrain_lr: Positive = 8e-3
+    pretrain_tol: NonNegative = 1e-5
+    pretrain_batch: Count = 1024
+    inversion_tol: Positive = 1e-9  # residual |grad psi(x) - y| of the float64 Newton inversion
+    inversion_max_iter: Count = 100
+    chunk: Count = 16_384  # rows per chunk when pushing particles through the maps
 
 
 @dataclasses.dataclass(frozen=True)
 class JKOICNNStochasticConfig(JKOICNNConfig):
     """Adds the stochastic log-det gradient's settings (CP-Flow / Alvarez-Melis: CG with 50 iterations)."""
 
-    n_probes: int = 1
-    cg_iters: int = 50
-    cg_rtol: float = 1e-5
+    n_probes: Count = 1
+    cg_iters: Count = 50
+    cg_rtol: Positive = 1e-5
 
 
 # --- the stochastic log-det gradient ----------------------------------------------------------------------------
@@ -180,27 +176,33 @@ class _JKOICNN(JKOMethod):
     Config = JKOICNNConfig
     has_density = True
     accelerated = True
+    tiny_params: ClassVar[dict[str, Any]] = {
+        "hidden_width": 8,
+        "rank": 2,
+        "batch_size": 64,
+        "iters_per_step": 3,
+        "n_particles": 256,
+        "pretrain_iters": 5,
+        "pretrain_batch": 64,
+    }
+    timing_params: ClassVar[dict[str, Any]] = {
+        "iters_per_step": 10,
+        "pretrain_iters": 20,
+    }  # n_particles = batch * iters = 10240
 
     def __init__(self, problem, step_size: float, config: JKOICNNConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
-        if config.hidden_layers < 1:
-            raise ValueError(f"hidden_layers must be >= 1, got {config.hidden_layers}")
-        if config.hessian not in ("analytic", "torch_func"):
-            raise ValueError(f"hessian must be 'analytic' or 'torch_func', got {config.hessian!r}")
         self.psi = self._new_potential()
-        self.maps: list[DenseICNN] = []
-        self._maps64: list[DenseICNN] = []
+        # P_0 drawn in float64 (then cast), the random stream these baselines were defined with
+        self.chain = MapChain(problem.initial(), self.device, self.dtype, config.chunk, p0_dtype=torch.float64)
         self.pretrained = False
         if problem.functional == "kl":
             self.tau = float(problem.temperature)
         else:
             self.m = float(problem.m)
-            if not self.m > 1:
-                raise UnsupportedProblem(f"generalised entropy needs m > 1, got m = {self.m}")
         self.n_particles = config.n_particles or config.batch_size * config.iters_per_step
         self.particles: Tensor | None = None
         self.particles_logp: Tensor | None = None
-        self._particles_gen_state: Tensor | None = None
 
     def _new_potential(self) -> DenseICNN:
         cfg = self.config
@@ -215,29 +217,24 @@ class _JKOICNN(JKOMethod):
 
     # --- particles of P_k -------------------------------------------------------------------------------------
     def _p0(self, n: int, generator: torch.Generator) -> Tensor:
-        return self.problem.initial().sample(n, generator)
+        return self.chain.sample_p0(n, generator)
 
-    @torch.no_grad()
-    def _push(self, x0: Tensor, maps: list[DenseICNN], dtype: torch.dtype) -> Tensor:
-        out = []
-        for chunk in torch.split(x0, self.config.chunk):
-            x = chunk.to(self.device, dtype)
-            for psi in maps:
-                x = psi.gradient(x)
-            out.append(x)
-        return torch.cat(out)
-
-    def _regenerate_particles(self) -> None:
-        """Fresh P_0 samples through T_1..T_k (and log p_k at them, for the internal energy)."""
-        self._particles_gen_state = self.generator.get_state()
-        x0 = self._p0(self.n_particles, self.generator)
+    def _draw_particles(self, state: Tensor | None = None) -> None:
+        """Fresh P_0 samples through T_1..T_k (and log p_k at them, for the internal energy); ``state``: redraw
+        the set drawn from that generator state (a restore)."""
         if self.problem.functional == "kl":
-            self.particles, self.particles_logp = self._push(x0, self.maps, self.dtype), None
+            self.particles = self.chain.draw_particles(self.n_particles, self.generator, state)
+            self.particles_logp = None
         else:
+            after = self.generator.get_state()
+            if state is not None:
+                self.generator.set_state(state)
+            self.chain.particles_gen_state = self.generator.get_state()
+            x0 = self._p0(self.n_particles, self.generator)
             lp0 = self.problem.initial().log_density(x0)
-            maps = [GradientMap(m) for m in self.maps]
-            y, lp = push_with_log_density(maps, x0.to(self.device, self.dtype), lp0.to(self.device, self.dtype))
-            self.particles, self.particles_logp = y, lp
+            self.particles, self.particles_logp = self.chain.push_with_log_density(x0, lp0, self.dtype)
+            if state is not None:
+                self.generator.set_state(after)
         check_finite("JKO-ICNN particles", self.particles)
 
     # --- one JKO step -------------------------------------------------------------------------------------------
@@ -262,7 +259,7 @@ class _JKOICNN(JKOMethod):
 
     def _loss(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, dict[str, float]]:
         tx, energy, diag = self._energy(x, logp)
-        transport = ((tx - x) ** 2).sum(-1) / (2.0 * self.h)
+        transport = ((tx - x) ** 2).sum(-1) / (2.0 * self.step_size)
         return (transport + energy).mean(), diag
 
     def _train_step(self) -> tuple[float, dict[str, float]]:
@@ -286,61 +283,40 @@ class _JKOICNN(JKOMethod):
                 break
         return loss.item(), diag
 
-    def step(self) -> StepStats:
+    def _advance(self) -> StepStats:
         extra: dict[str, float] = {}
         if self.k == 0 and not self.pretrained:
             extra.update(self._pretrain())
         if self.particles is None:
-            self._regenerate_particles()
+            self._draw_particles()
         with timed(self.device) as train:
             loss, diag = self._train_step()
-        check_finite("JKO-ICNN loss", torch.tensor(loss))
+        self.finite_loss(loss)
         extra.update(diag)
         with timed(self.device) as regen:
-            self.maps.append(copy.deepcopy(self.psi).eval().requires_grad_(False))
-            self._regenerate_particles()
-        self.k += 1
+            self.chain.append(GradientOfPotential(self.psi))
+            self._draw_particles()
         extra["peak_mem_mb"] = train.peak_mem_mb
         return StepStats(train_s=train.seconds, regen_s=regen.seconds, loss=loss, extra=extra)
 
     # --- sampling and densities ---------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        return self._push(self._p0(n, generator), self.maps, self.dtype).cpu()
-
-    def _float64_maps(self) -> list[GradientMap]:
-        """float64 copies of the frozen potentials (densities are evaluated in float64)."""
-        while len(self._maps64) < len(self.maps):
-            src = self.maps[len(self._maps64)]
-            self._maps64.append(copy.deepcopy(src).to(torch.float64).requires_grad_(False))
-        return [GradientMap(m) for m in self._maps64[: len(self.maps)]]
+        return self.chain.sample(n, generator)
 
     def sample_with_log_density(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x0 = self._p0(n, generator)
-        lp0 = self.problem.initial().log_density(x0)
-        y, lp = push_with_log_density(
-            self._float64_maps(), x0.to(self.device), lp0.to(self.device), chunk=self.config.chunk
-        )
-        return y.to(self.dtype).cpu(), lp.cpu()
+        return self.chain.sample_with_log_density(n, generator)
 
     def log_density(self, x: Tensor) -> Tensor:
-        res = log_density_by_inversion(
-            self._float64_maps(),
-            x.to(self.device, torch.float64),
-            self.problem.initial().log_density,
-            tol=self.config.inversion_tol,
-            max_iter=self.config.inversion_max_iter,
-            chunk=self.config.chunk,
-        )
-        return res.log_density.cpu()
+        return self.chain.log_density(x, tol=self.config.inversion_tol, max_iter=self.config.inversion_max_iter)
 
     # --- checkpointing ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state = super().state_dict()
         state.update(
             psi=copy.deepcopy(self.psi.state_dict()),
-            maps=[copy.deepcopy(m.state_dict()) for m in self.maps],
+            maps=copy.deepcopy(self.chain.state_dict()),
             pretrained=self.pretrained,
-            particles_gen_state=self._particles_gen_state,
+            particles_gen_state=self.chain.particles_gen_state,
         )
         return state
 
@@ -348,21 +324,17 @@ class _JKOICNN(JKOMethod):
         super().load_state_dict(state)
         self.psi.load_state_dict(state["psi"])
         self.pretrained = bool(state["pretrained"])
-        self.maps = []
-        for sd in state["maps"]:
-            m = self._new_potential()
-            m.load_state_dict(sd)
-            self.maps.append(m.eval().requires_grad_(False))
-        self._maps64 = []
+        self.chain.load_state_dict(state["maps"], lambda: GradientOfPotential(self._new_potential()))
         self.particles = self.particles_logp = None
         if state["particles_gen_state"] is not None:  # rebuild the very particle set the run was using
-            self._replay_particles(state["particles_gen_state"])
+            self._draw_particles(state["particles_gen_state"])
 
 
 class JKOICNNExact(_JKOICNN):
     """Mokrov et al.'s JKO-ICNN with the exact Hessian log-determinant (torch.func Hessian + Cholesky)."""
 
     name = "jko_icnn_exact"
+    color = "#de8f05"
     functionals = frozenset({"kl", "generalised_entropy"})
 
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
@@ -382,8 +354,10 @@ class JKOICNNStochastic(_JKOICNN):
     """JKO-ICNN with the Hutchinson + CG estimate of the log-det gradient (no Hessian formed); KL only."""
 
     name = "jko_icnn_stochastic"
+    color = "#029e73"
     Config = JKOICNNStochasticConfig
     functionals = frozenset({"kl"})
+    tiny_params: ClassVar[dict[str, Any]] = {**_JKOICNN.tiny_params, "cg_iters": 5}
 
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
         cfg = self.config

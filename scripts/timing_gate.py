@@ -11,8 +11,8 @@ Usage (from the repository root, inside the project's environment)::
 How it measures
 * Two trees: ``--current`` (default: the working tree) and ``--base`` (default: ``HEAD~1``). A git revision is
   exported with ``git archive`` (only ``wgfbench/`` and ``baselines/``) into a temporary directory; a directory is
-  used as it is. The benchmark *harness* (``suites/workloads.py``: what is timed, with which budget) always comes
-  from the working tree, so both trees run exactly the same workloads and only the library code differs.
+  used as it is. The benchmark *harness* (``wgfbench/bench/workloads.py``: what is timed, with which budget) always
+  comes from the working tree, so both trees run exactly the same workloads and only the library code differs.
 * Each measurement is a child process ``python scripts/timing_gate.py --child`` with ``PYTHONPATH=<tree>`` (it
   checks that ``wgfbench`` really is imported from that tree), one torch thread, running every workload: setup
   untimed, warm-up calls excluded, then repeated calls timed with ``wgfbench.timing.measure`` (the harness's
@@ -146,7 +146,7 @@ def load_harness():
     mods = {}
     for name, path in (
         ("gate_timing", ROOT / "wgfbench" / "timing.py"),
-        ("gate_workloads", ROOT / "suites" / "workloads.py"),
+        ("gate_workloads", ROOT / "wgfbench" / "bench" / "workloads.py"),
     ):
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
@@ -160,6 +160,13 @@ def child(tree: Path, only: str | None) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    baselines = tree / "baselines"
+    if baselines.is_dir():  # installed under the import name wgfbench_baselines: take the tree's, not the installed
+        spec = importlib.util.spec_from_file_location(
+            "wgfbench_baselines", baselines / "__init__.py", submodule_search_locations=[str(baselines)]
+        )
+        sys.modules["wgfbench_baselines"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["wgfbench_baselines"])
     import wgfbench
 
     where = Path(wgfbench.__file__).resolve()

@@ -11,7 +11,7 @@ time goes. Writes ``results/timing/``:
 * ``seconds_per_step.png`` / ``.pdf``: log-log, seconds per JKO step vs d, one line per method;
 * ``profile_<method>_d<d>.txt``: torch.profiler operator tables of one step (where the time goes);
 * ``census.parquet`` (and a section of ``table.md``): the variational JKO's inner iteration per d split into
-  arithmetic (its matrix-product FLOPs at the device's measured GEMM rate, :mod:`wgfbench.census`) and the
+  arithmetic (its matrix-product FLOPs at the device's measured GEMM rate, :mod:`wgfbench.bench.census`) and the
   rest (per-operator dispatch or kernel launches, elementwise work), with its operator count.
 
 A method may be given as a variant, ``NAME:key=value,...`` (e.g. ``variational_jko:compile=default``), to time it
@@ -19,7 +19,7 @@ with config overrides; its rows carry the variant in ``variant`` and ``label``. 
 compiled variant is timed beside the eager one (``compile=default`` on the CPU, ``compile=reduce-overhead``,
 i.e. CUDA graphs, on a GPU) and table.md gives the eager / compiled ratio per d.
 
-What is measured (stated in table.md): OU problems, the timing budgets of ``suites/workloads.py``
+What is measured (stated in table.md): OU problems, the timing budgets of ``wgfbench/bench/workloads.py``
 (``TIMING_PARAMS``: paper-sized networks and minibatches, 10 inner iterations per step, about 8-10k particles),
 one CPU thread, step 1 excluded as warm-up, median of the timed steps. Where a cell would exceed ``--cell-budget``
 seconds, fewer inner iterations are run and ``step_s`` is normalised to the common 10 iterations
@@ -42,13 +42,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from wgfbench.bench import workloads as W
+from wgfbench.methods.base import UnsupportedProblem
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "suites"))
-
-import workloads as W  # noqa: E402
-
-from wgfbench.methods.base import UnsupportedProblem  # noqa: E402
-from wgfbench.registry import METHODS  # noqa: E402
+from wgfbench.registry import methods  # noqa: E402
 from wgfbench.timing import measure, provenance  # noqa: E402
 
 DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -76,7 +74,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 def default_methods(device: str) -> list[str]:
     """Every registered method, and the centrepiece compiled (CUDA graphs on a GPU)."""
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else "default"
-    return [*sorted(METHODS), f"variational_jko:compile={mode}"]
+    return [*methods(), f"variational_jko:compile={mode}"]
 
 
 def measure_cell(spec: str, dim: int, iters: int | None, repeats: int, device: str) -> dict:
@@ -204,7 +202,7 @@ def census_rows(dims: list[int], device: str, log) -> list[dict]:
     """Per d, one inner iteration of the variational JKO: measured seconds, operator calls, FLOPs, and the split
     into arithmetic (FLOPs at the measured GEMM rate) and the rest. Eager code (the census cannot see inside
     compiled graphs)."""
-    from wgfbench.census import gemm_rate, op_census
+    from wgfbench.bench.census import gemm_rate, op_census
 
     rate = gemm_rate(device)
     log(f"GEMM rate on {device}: {rate / 1e9:.1f} GFLOP/s")
@@ -304,7 +302,7 @@ def markdown(
             ]
         ),
         "**What was measured.** OU problem (spectrum generator, seed 0), step size 0.05. Each cell builds a fresh",
-        "method with the timing budget of `suites/workloads.py` (`TIMING_PARAMS`: the papers' networks and",
+        "method with the timing budget of `wgfbench/bench/workloads.py` (`TIMING_PARAMS`: the papers' networks and",
         f"minibatch, {COMMON_ITERS} inner iterations per step instead of 500, 8192-10240 particles), runs step 1 as",
         "warm-up (excluded; it includes JKO-ICNN's identity pretraining, 20 iterations here), then times steps 2..",
         "(median). `train_s` and `regen_s` are the method's own training and particle-regeneration times",
@@ -362,7 +360,7 @@ def markdown(
         )
     lines += [
         "",
-        "The naive inner loop (`suites/workloads.py::naive_train_step`) is the same algorithm (same networks,",
+        "The naive inner loop (`wgfbench/bench/workloads.py::naive_train_step`) is the same algorithm (same networks,",
         "optimisers, minibatch, J1/J2/J3) as a direct transcription would write it: Gamma as a",
         "`torch.distributions.MultivariateNormal` rebuilt every iteration, T(y) recomputed for every h-step,",
         "`zero_grad(set_to_none=False)`, no `requires_grad` toggling, `.item()` on both losses every iteration.",
@@ -373,8 +371,8 @@ def markdown(
         lines += [
             "## Where the time goes: arithmetic vs per-operator cost (variational JKO, one inner iteration)",
             "",
-            "Census of one eager inner iteration (`wgfbench.census`: aten operator calls, forward and backward, and",
-            f"matrix-product FLOPs), against the device's measured GEMM rate ({rate:.1f} GFLOP/s, 1024^3 fp32",
+            "Census of one eager inner iteration (`wgfbench.bench.census`: aten operator calls, forward and backward,",
+            f"and matrix-product FLOPs), against the device's measured GEMM rate ({rate:.1f} GFLOP/s, 1024^3 fp32",
             "product). *Arithmetic* = FLOPs / GEMM rate, the time at the best rate the device reaches (a lower",
             "bound); *rest* = measured - arithmetic: per-operator dispatch (CPU) or kernel launches (GPU),",
             "elementwise memory traffic, small products below peak rate.",

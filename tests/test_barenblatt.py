@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from wgfbench.metrics_porous import knn_integral_power, porous_metrics
+from wgfbench.metrics.porous import knn_integral_power, porous_metrics
 from wgfbench.problems.barenblatt import (
     BarenblattLaw,
     barenblatt_profile,
@@ -270,13 +270,13 @@ def test_porous_metrics_exact_model_and_outside_support():
     assert out["kl_exact_model"] > 0 and math.isfinite(out["kl_exact_model"])
     assert out["frac_exact_outside_model_support"] == 0.0
     # sample-only call: density columns are NaN, sample columns are filled
-    out = problem.extra_metrics(0.005, y, generator=gen)
+    out = porous_metrics(problem.reference(0.005), y, generator=gen)
     assert math.isnan(out["gen_entropy_rel_err"]) and math.isnan(out["kl_model_exact"])
     assert np.isfinite(out["gen_entropy_rel_err_knn"]) and out["second_moment_rel_err"] > 0.1
 
 
 def test_radial_profile_density_and_figure(tmp_path):
-    from wgfbench.plots_porous import radial_density, radial_profile_figure
+    from wgfbench.reports.profiles import radial_density, radial_profile_figure
 
     for dim in (1, 3, 6):
         law = BarenblattLaw(dim, 2.0, 0.7)
@@ -293,39 +293,34 @@ def test_radial_profile_density_and_figure(tmp_path):
     assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in written)
 
 
-def test_porous_summary_table_from_records():
-    import pandas as pd
+def test_porous_discretisation_errors_are_closed_forms_and_recorded():
+    """The exact JKO iterate's own errors against the PDE solution (the time-discretisation floor): W2 between two
+    dilations against the 1-d quantile coupling (scipy's Beta quantile function: in 1-d, |X| = R sqrt(B) with
+    B ~ Beta(1/2, p + 1)), the relative errors against the laws' closed forms; the evaluation of a porous run
+    records them."""
+    from wgfbench.evaluate import EvalSpec, evaluate_step
+    from wgfbench.metrics.porous import porous_discretisation_metrics
+    from wgfbench.registry import make_method
 
-    from wgfbench.plots_porous import discretisation_errors, summary_markdown
+    problem = make_barenblatt(1, 0)
+    k, h = 4, 5e-3
+    jko, pde = problem.jko_reference(k, h), problem.reference(k * h)
+    disc = porous_discretisation_metrics(jko, pde)
+    u = (np.arange(200_000) + 0.5) / 200_000
 
-    problem = make_barenblatt(3, 0)
-    rows = []
-    for seed, w2 in enumerate([0.10, 0.12, 0.14]):
-        for k in (0, 1, 2):
-            rows.append(
-                {
-                    "experiment": "porous",
-                    "problem": "barenblatt",
-                    "problem_params": '{"m": 2.0}',
-                    "method": "variational_jko",
-                    "dim": 3,
-                    "seed": seed,
-                    "h": 5e-4,
-                    "k": k,
-                    "w2": w2 if k == 2 else 0.0,
-                    "w2_floor": 0.1,
-                    "second_moment_rel_err": 0.01,
-                    "time_step_s": 2.0 if k else float("nan"),
-                    "status": "ok",
-                }
-            )
-    text = summary_markdown(pd.DataFrame(rows))
-    assert "n = 3: t = 0.001 (k = 2" in text
-    assert "| W2 | 0.12 ± 0.05 | 0.1" in text  # t_{0.975, 2} * 0.02 / sqrt(3) = 0.0497
-    assert "| E‖x‖² rel. err. | 0.01 ± 0 |  |" in text  # no floor column in the records: empty cell
-    disc = discretisation_errors(problem, 2, 5e-4)
-    assert f"{disc['w2']:.3g}" in text and disc["w2"] > 0
-    assert "| seconds per JKO step (wall) | 2 ± 0 |" in text
+    def quantile(radius: float) -> np.ndarray:
+        return np.sign(u - 0.5) * radius * np.sqrt(stats.beta(0.5, 1.0 / (problem.m - 1) + 1).ppf(np.abs(2 * u - 1)))
+
+    w2_quadrature = float(np.sqrt(np.mean((quantile(jko.radius) - quantile(pde.radius)) ** 2)))
+    assert disc["w2_jko_pde"] == pytest.approx(w2_quadrature, rel=1e-4)
+    assert disc["second_moment_rel_err_jko_pde"] == pytest.approx(abs(jko.second_moment() / pde.second_moment() - 1))
+    assert disc["gen_entropy_rel_err_jko_pde"] > 0 and disc["w2_jko_pde"] > 0
+    method = make_method("identity", problem, h, {}, seed=0)
+    for _ in range(k):
+        method.step()
+    row = evaluate_step(problem, method, k, h, EvalSpec(n_samples=500, n_w2=100, n_mc=100))
+    for key, value in disc.items():
+        assert row[key] == pytest.approx(value)
 
 
 def test_method_colours_are_distinct() -> None:
@@ -333,8 +328,10 @@ def test_method_colours_are_distinct() -> None:
     both used, are 0.20 apart); a few unknown methods get further distinct ones (> 0.15)."""
     import itertools
 
-    from wgfbench.plots import method_colors
-    from wgfbench.tables import METHOD_ORDER
+    from wgfbench.registry import methods
+    from wgfbench.reports.figures import method_colors
+
+    METHOD_ORDER = list(methods())
 
     def dist(a, b) -> float:
         return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from wgfbench_baselines.jko_icnn import stochastic_logdet_surrogate
 
-from baselines.jko_icnn import stochastic_logdet_surrogate
 from wgfbench.metrics import bures_w2, gaussian_symkl
 from wgfbench.nets.icnn import DenseICNN
 from wgfbench.problems.gaussian import GaussianLaw, moment_fit

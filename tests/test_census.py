@@ -1,10 +1,10 @@
-"""Operator and FLOP census (wgfbench.census): counts that can be worked out by hand."""
+"""Operator and FLOP census (wgfbench.bench.census): counts that can be worked out by hand."""
 
 from __future__ import annotations
 
 import torch
 
-from wgfbench.census import gemm_rate, op_census
+from wgfbench.bench.census import gemm_rate, op_census
 
 
 def test_census_counts_a_product_and_its_backward() -> None:

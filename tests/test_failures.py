@@ -51,7 +51,7 @@ def temporaries(folder: Path) -> list[Path]:
 # --- one run at a time (in process) ----------------------------------------------------------------------------
 def test_nan_loss_is_recorded_as_diverged(tmp_path: Path) -> None:
     # Adam with a learning rate of 1e10 sends the map's weights to ~1e10 in one update: the JKO loss overflows
-    s = spec("variational_jko", {**VJKO_TINY, "lr_t": 1e10, "lr_h": 1e10})
+    s = spec("variational_jko", {**VJKO_TINY, "lr_t": 1e10, "lr_dual": 1e10})
     df = run(s, out=tmp_path / "r.parquet", checkpoint=tmp_path / "c.pt", progress=False)
     assert set(df["status"]) == {"diverged"} and set(df["last_good_step"]) == {0}
     assert "loss became non-finite" in df["message"].iloc[0]
@@ -71,8 +71,8 @@ def test_overflowing_samples_are_recorded_as_diverged_with_the_last_good_step(tm
 
 
 def test_a_step_past_the_time_budget_is_interrupted_and_recorded_as_timeout(tmp_path: Path) -> None:
-    # one JKO step of 10^9 optimiser iterations would take hours: the budget's timer stops it mid-step
-    s = spec("variational_jko", {**VJKO_TINY, "iters_per_step": 10**9}, time_budget_s=2.0)
+    # one JKO step of 10^8 optimiser iterations (the most a Config allows) would take hours: the budget timer stops it
+    s = spec("variational_jko", {**VJKO_TINY, "iters_per_step": 10**8}, time_budget_s=2.0)
     df = run(s, out=tmp_path / "r.parquet", checkpoint=tmp_path / "c.pt", progress=False)
     assert set(df["status"]) == {"timeout"} and set(df["last_good_step"]) == {0}
     assert "time budget 2 s exceeded" in df["message"].iloc[0]
@@ -149,7 +149,7 @@ experiments:
     methods:
       exact_jko: {}
       variational_jko:   # diverges at step 1 (non-finite loss): learning rates of 1e10
-        params: {n_particles: 512, batch_size: 64, iters_per_step: 2, lr_t: 1.0e+10, lr_h: 1.0e+10}
+        params: {n_particles: 512, batch_size: 64, iters_per_step: 2, lr_t: 1.0e+10, lr_dual: 1.0e+10}
   budget:
     problem: ou
     dims: [2]
@@ -159,7 +159,7 @@ experiments:
     time_budget_s: 2
     methods:
       variational_jko:   # one step would take hours: timeout during step 1
-        params: {n_particles: 512, batch_size: 64, iters_per_step: 1000000000}
+        params: {n_particles: 512, batch_size: 64, iters_per_step: 100000000}
   long:
     problem: ou
     dims: [2]
@@ -326,7 +326,7 @@ def test_figures_skip_experiments_without_ok_runs(tmp_path) -> None:
     """Every run of an experiment diverged: the figures step draws nothing for it instead of crashing."""
     import pandas as pd
 
-    from wgfbench.plots import suite_figures
+    from wgfbench.reports.figures import suite_figures
 
     df = pd.DataFrame(
         {

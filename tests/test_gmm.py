@@ -9,7 +9,7 @@ import torch
 import torch.distributions as td
 
 from wgfbench import metrics
-from wgfbench.evaluate import EvalSpec, evaluate_step
+from wgfbench.evaluate import EvalSpec, Evaluator, evaluate_step
 from wgfbench.problems.gaussian import GaussianLaw
 from wgfbench.problems.gmm import GaussianMixtureLaw, fan_bound, make_gmm, mokrov_n_centers
 from wgfbench.registry import make_method, make_problem
@@ -25,23 +25,23 @@ def torch_mixture(law: GaussianMixtureLaw) -> td.MixtureSameFamily:
 def test_generators_follow_the_papers_protocols() -> None:
     for d, b in [(2, 5.0), (8, 5.0), (17, 3.0), (32, 3.0), (64, 2.0), (128, 1.5)]:
         p = make_gmm(d, 0, "fan")
-        assert fan_bound(d) == b and p.target.n_components == 10
-        assert float(p.target.means.abs().max()) <= b
+        assert fan_bound(d) == b and p.target().n_components == 10
+        assert float(p.target().means.abs().max()) <= b
     for d, k in [(2, 5), (4, 6), (6, 7), (8, 8), (10, 9), (12, 10)]:  # Mokrov's configs
         p = make_gmm(d, 0, "mokrov")
-        assert mokrov_n_centers(d) == k and p.target.n_components == k
-        assert float(p.target.means.abs().max()) <= 5.0
+        assert mokrov_n_centers(d) == k and p.target().n_components == k
+        assert float(p.target().means.abs().max()) <= 5.0
     p = make_gmm(3, 1, "mokrov")
     torch.testing.assert_close(p.initial().cov, 16.0 * torch.eye(3, dtype=torch.float64))
     assert p.jko_reference(3, 0.1) is None
-    assert p.reference(0.0) is p.reference(2.5) is p.target  # stationary target at every t
+    assert p.reference(0.0) is p.reference(2.5) is p.target()  # stationary target at every t
 
 
 def test_instance_is_a_pure_function_of_dim_seed_generator() -> None:
     a, b = make_gmm(4, 3, "fan"), make_gmm(4, 3, "fan")
-    torch.testing.assert_close(a.target.means, b.target.means, rtol=0, atol=0)
-    assert a.ksd_beta == b.ksd_beta
-    assert not torch.equal(a.target.means, make_gmm(4, 4, "fan").target.means)
+    torch.testing.assert_close(a.target().means, b.target().means, rtol=0, atol=0)
+    assert Evaluator(a, EvalSpec()).ksd_beta() == Evaluator(b, EvalSpec()).ksd_beta()
+    assert not torch.equal(a.target().means, make_gmm(4, 4, "fan").target().means)
     assert make_problem("gmm", 4, 3, {"generator": "fan"}).describe() == a.describe()
 
 
@@ -57,7 +57,7 @@ def test_bad_parameters_are_rejected() -> None:
 # --- the target law ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("dim", "generator"), [(3, "fan"), (4, "mokrov")])
 def test_sampler_matches_closed_form_moments(dim: int, generator: str) -> None:
-    law = make_gmm(dim, 2, generator).target
+    law = make_gmm(dim, 2, generator).target()
     n = 400_000
     x = law.sample(n, torch.Generator().manual_seed(0))
     mean, cov = law.mean(), law.cov()
@@ -75,7 +75,7 @@ def test_sampler_matches_closed_form_moments(dim: int, generator: str) -> None:
 
 
 def test_log_density_normalised_in_1d_by_quadrature() -> None:
-    law = make_gmm(1, 0, "fan").target
+    law = make_gmm(1, 0, "fan").target()
     grid = torch.linspace(-20, 20, 200_001, dtype=torch.float64)[:, None]
     mass = torch.trapezoid(law.log_density(grid).exp(), grid[:, 0])
     assert abs(float(mass) - 1.0) < 1e-9
@@ -83,7 +83,7 @@ def test_log_density_normalised_in_1d_by_quadrature() -> None:
 
 def test_log_density_normalised_in_2d_by_monte_carlo() -> None:
     """E_g[q(X)/g(X)] = 1 for a wide Gaussian proposal g covering the mixture."""
-    law = make_gmm(2, 1, "mokrov").target
+    law = make_gmm(2, 1, "mokrov").target()
     g = GaussianLaw(torch.zeros(2, dtype=torch.float64), 36.0 * torch.eye(2, dtype=torch.float64))
     x = g.sample(400_000, torch.Generator().manual_seed(1))
     w = (law.log_density(x) - g.log_density(x)).exp()
@@ -94,11 +94,11 @@ def test_log_density_normalised_in_2d_by_monte_carlo() -> None:
 
 def test_log_density_equals_torch_distributions_in_any_dtype() -> None:
     p = make_gmm(5, 0, "fan")
-    x = p.target.sample(1000, torch.Generator().manual_seed(2)) * 1.5
-    torch.testing.assert_close(p.target.log_density(x), torch_mixture(p.target).log_prob(x), rtol=1e-12, atol=1e-10)
+    x = p.target().sample(1000, torch.Generator().manual_seed(2)) * 1.5
+    torch.testing.assert_close(p.target().log_density(x), torch_mixture(p.target()).log_prob(x), rtol=1e-12, atol=1e-10)
     lt32 = p.log_target(x.float())
     assert lt32.dtype == torch.float32
-    torch.testing.assert_close(lt32.double(), p.target.log_density(x), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(lt32.double(), p.target().log_density(x), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -106,7 +106,7 @@ def test_score_equals_autograd(dtype: torch.dtype) -> None:
     p = make_gmm(6, 3, "mokrov")
     x = (p.initial().sample(500, torch.Generator().manual_seed(3))).to(dtype)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(p.target.score(x), p.score(x), **tol)
+    torch.testing.assert_close(p.target().score(x), p.score(x), **tol)
 
 
 # --- kernel Stein discrepancy ----------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_stein_kernel_matches_its_definition_by_autograd() -> None:
     p = make_gmm(3, 0, "fan")
     x = p.initial().sample(6, torch.Generator().manual_seed(4))
     beta = 0.3
-    s = p.target.score(x)
+    s = p.target().score(x)
     u = metrics.stein_kernel_matrix(x, s, beta)
 
     def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -132,17 +132,18 @@ def test_stein_kernel_matches_its_definition_by_autograd() -> None:
 def test_ksd_vanishes_on_exact_samples_and_is_positive_for_a_wrong_law() -> None:
     p = make_gmm(2, 0, "fan")
     gen = torch.Generator().manual_seed(5)
-    x = p.target.sample(10_000, gen)
+    x = p.target().sample(10_000, gen)
     s = p.score(x)
+    ev = Evaluator(p, EvalSpec())
     batches = torch.tensor(
-        [metrics.ksd_u_statistic(x[i : i + 1000], s[i : i + 1000], p.ksd_beta) for i in range(0, 10_000, 1000)]
+        [metrics.ksd_u_statistic(x[i : i + 1000], s[i : i + 1000], ev.ksd_beta()) for i in range(0, 10_000, 1000)]
     )
     se = float(batches.std() / math.sqrt(len(batches)))
-    exact = p.ksd(x)
+    exact = ev.ksd(x)
     assert exact == pytest.approx(float(batches.mean()), abs=1e-9)  # closed-form vs autograd score: round-off
     assert abs(exact) < 4 * se  # unbiased: zero within its sampling error
-    wrong = p.ksd(x + 0.5)  # every mode shifted by 0.5
-    start = p.ksd(p.initial().sample(10_000, gen))
+    wrong = ev.ksd(x + 0.5)  # every mode shifted by 0.5
+    start = ev.ksd(p.initial().sample(10_000, gen))
     assert wrong > 50 * se and start > 50 * se
     assert start > wrong  # P_0 = N(0, 16 I) is further away than a small shift
 
@@ -155,19 +156,20 @@ def test_median_heuristic_beta() -> None:
         metrics.median_heuristic_beta(x[:1])
 
 
-# --- extra metrics and the evaluation ------------------------------------------------------------------------------
-def test_extra_metrics_and_their_floors() -> None:
+# --- target metrics and the evaluation ------------------------------------------------------------------------------
+def test_target_metrics_and_their_floors() -> None:
     p = make_gmm(3, 0, "mokrov")
     gen = torch.Generator().manual_seed(7)
-    good = p.extra_metrics(1.0, p.target.sample(4000, gen), generator=gen)
-    bad = p.extra_metrics(1.0, p.initial().sample(4000, gen), generator=gen)
+    ev = Evaluator(p, EvalSpec())
+    good = ev.target_metrics(p.target().sample(4000, gen), gen)
+    bad = ev.target_metrics(p.initial().sample(4000, gen), gen)
     assert set(good) == {"ksd", "ksd_floor", "symkl_moment_target", "symkl_moment_target_floor"}
     assert good["symkl_moment_target"] < 5 * good["symkl_moment_target_floor"] + 1e-3
     assert bad["symkl_moment_target"] > 100 * bad["symkl_moment_target_floor"]
     assert bad["ksd"] > 100 * abs(bad["ksd_floor"])
     # moment fit is blind beyond two moments: a Gaussian with the target's moments scores ~0 on it
-    fit = p.target.moment_law().sample(4000, gen)
-    blind = p.extra_metrics(1.0, fit, generator=gen)
+    fit = p.target().moment_law().sample(4000, gen)
+    blind = ev.target_metrics(fit, gen)
     assert blind["symkl_moment_target"] < 10 * blind["symkl_moment_target_floor"] + 1e-3
     assert blind["ksd"] > 20 * abs(blind["ksd_floor"])  # ... the KSD is not
 
@@ -205,17 +207,18 @@ def test_variational_jko_smooth_ratio_reduces_ksd() -> None:
         t_final_prelu=True,
         t_dropout=0.04,
         t_width=32,
-        h_width=32,
-        h_hidden=2,
+        dual_width=32,
+        dual_hidden=2,
         t_steps=2,
         device="cpu",
     )
     method = make_method("variational_jko", p, 0.1, params, seed=0)
     gen = torch.Generator().manual_seed(8)
-    ksd0 = p.ksd(method.sample(2000, gen))
+    ev = Evaluator(p, EvalSpec())
+    ksd0 = ev.ksd(method.sample(2000, gen))
     for _ in range(5):
         method.step()
-    ksd5 = p.ksd(method.sample(2000, gen))
-    floor = abs(p.ksd(p.target.sample(2000, gen)))
+    ksd5 = ev.ksd(method.sample(2000, gen))
+    floor = abs(ev.ksd(p.target().sample(2000, gen)))
     assert ksd5 < 0.7 * ksd0
     assert ksd5 > floor  # still far from converged after t = 0.5: the test checks progress, not convergence

@@ -1,7 +1,6 @@
-"""The method contract, checked for EVERY name in wgfbench.registry.METHODS on a tiny CPU configuration of OU d=2.
-
-A method registered without an entry in ``TINY`` fails here: every method must be runnable by this test.
-"""
+"""The method contract, checked for EVERY registered method on its own tiny CPU configuration (``tiny_params``) of OU
+in d = 2: its facts live on its class, it steps, samples and (where it says so) has densities, it restores exactly
+from its state dict unless it says why not, and it refuses what it cannot run with a clear reason."""
 
 from __future__ import annotations
 
@@ -9,33 +8,16 @@ import dataclasses
 import io
 import math
 
+import matplotlib.colors
 import pytest
 import torch
 
-from wgfbench.methods.base import StepStats, UnsupportedProblem
-from wgfbench.registry import METHODS, make_method, make_problem, method_class
+from wgfbench.methods.base import ROLES, JKOMethod, StepStats, UnsupportedProblem
+from wgfbench.registry import make_method, make_problem, method_class, methods
 
 torch.set_num_threads(1)
 
-_ICNN_TINY = {
-    "hidden_width": 8,
-    "rank": 2,
-    "batch_size": 64,
-    "iters_per_step": 3,
-    "n_particles": 256,
-    "pretrain_iters": 5,
-    "pretrain_batch": 64,
-}
-TINY: dict[str, dict] = {
-    "variational_jko": {"n_particles": 2048, "batch_size": 256, "iters_per_step": 5},
-    "exact_jko": {},
-    "jko_icnn_exact": _ICNN_TINY,
-    "jko_icnn_stochastic": {**_ICNN_TINY, "cg_iters": 5},
-    "em_particles": {"n_particles": 1024},
-    "identity": {},
-}
-# methods whose every random draw comes from their own generator: a restored run is bit-identical
-DETERMINISTIC_RESTORE = {"exact_jko", "jko_icnn_exact", "jko_icnn_stochastic", "em_particles", "identity"}
+METHODS = tuple(methods())
 H = 0.05
 N_SAMPLES = 300
 
@@ -45,17 +27,30 @@ def _problem(dim: int = 2):
 
 
 def _build(name: str, problem=None):
-    if name not in TINY:
-        pytest.fail(f"method {name!r} is registered but has no tiny configuration in tests/test_method_contract.py")
-    return make_method(name, problem if problem is not None else _problem(), H, TINY[name], seed=3)
+    cls = method_class(name)
+    return make_method(name, problem if problem is not None else _problem(), H, cls.tiny_params, seed=3)
 
 
-def test_every_registered_method_has_a_tiny_config():
-    missing = sorted(set(METHODS) - set(TINY))
-    assert not missing, f"registered methods without a tiny contract configuration: {missing}"
+@pytest.mark.parametrize("name", METHODS)
+def test_facts_live_on_the_class(name):
+    cls = method_class(name)
+    assert issubclass(cls, JKOMethod) and cls.name == name
+    assert cls.role in ROLES
+    if cls.color is not None:
+        matplotlib.colors.to_rgb(cls.color)  # a colour matplotlib understands
+    assert isinstance(cls.tiny_params, dict) and isinstance(cls.timing_params, dict)
+    assert cls.restores_exactly or cls.restore_note, f"{name} does not restore exactly and says not why"
+    if cls.accelerated:  # a method that trains networks must say how small its timing budget is
+        assert cls.timing_params, f"{name} trains networks but declares no timing_params"
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+def test_roles_order_the_methods():
+    roles = [method_class(m).role for m in METHODS]
+    assert roles == sorted(roles, key=ROLES.index)
+    assert roles.count("centrepiece") == 1 and METHODS[0] == "variational_jko"
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_steps_samples_and_stats(name):
     method = _build(name)
     assert method.k == 0
@@ -67,7 +62,7 @@ def test_steps_samples_and_stats(name):
         assert isinstance(stats, StepStats)
         assert math.isfinite(stats.train_s) and stats.train_s >= 0
         assert math.isfinite(stats.regen_s) and stats.regen_s >= 0
-        assert isinstance(stats.loss, float)
+        assert stats.loss is None or isinstance(stats.loss, float)
         assert isinstance(stats.extra, dict) and all(isinstance(v, float) for v in stats.extra.values())
     x = method.sample(N_SAMPLES, torch.Generator().manual_seed(1))
     assert x.shape == (N_SAMPLES, 2)
@@ -100,7 +95,7 @@ def _roundtrip(state: dict) -> dict:
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", METHODS)
 def test_state_dict_round_trip(name):
     original = _build(name)
     original.step()
@@ -115,18 +110,18 @@ def test_state_dict_round_trip(name):
     assert restored.k == 2
     got = restored.sample(N_SAMPLES, torch.Generator().manual_seed(5))
     assert got.shape == expected.shape and bool(torch.isfinite(got).all())
-    if name in DETERMINISTIC_RESTORE:
+    if method_class(name).restores_exactly:
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", METHODS)
 def test_unsupported_functional_is_refused_clearly(name):
     problem = dataclasses.replace(_problem(), functional="interaction_energy")
     with pytest.raises(UnsupportedProblem, match="interaction_energy"):
         _build(name, problem)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", METHODS)
 def test_problems_outside_the_method_are_refused(name):
     cls = method_class(name)
     if cls.max_dim is not None:

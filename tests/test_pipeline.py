@@ -102,7 +102,7 @@ def test_dry_run_and_lint_of_default_suite() -> None:
 def test_provenance_is_one_row_per_commit_and_versions_with_run_counts() -> None:
     import pandas as pd
 
-    from wgfbench.tables import provenance_markdown
+    from wgfbench.reports.tables import provenance_markdown
 
     rows = []
     for seed, commit, date in ((0, "aaa", "2026-01-01"), (1, "aaa", "2026-01-03"), (2, "bbb", "2026-01-02")):
@@ -134,7 +134,7 @@ def test_provenance_is_one_row_per_commit_and_versions_with_run_counts() -> None
 def test_tables_list_methods_centrepiece_first_whatever_the_record_order() -> None:
     import pandas as pd
 
-    from wgfbench.tables import markdown, ordered_methods
+    from wgfbench.reports.tables import markdown, ordered_methods
 
     assert ordered_methods(["zz_new", "identity", "exact_jko", "variational_jko", "aa_new"]) == [
         "variational_jko",

@@ -7,8 +7,8 @@ import dataclasses
 import torch
 
 from wgfbench.evaluate import EvalSpec
+from wgfbench.reports.samples import job_samples_figure, rerun
 from wgfbench.runner import run
-from wgfbench.sample_figures import job_samples_figure, rerun
 from wgfbench.suites import RunSpec
 
 TINY_VJKO = dict(n_particles=500, batch_size=64, iters_per_step=4, ratio="smooth", t_final_prelu=True, device="cpu")
@@ -19,14 +19,14 @@ def spec(method: str, params: dict, dim: int = 2) -> RunSpec:
         suite="test",
         experiment="gmm_fan",
         problem="gmm",
-        problem_params={"generator": "fan", "ksd_batch_size": 100, "ksd_batches": 2},
+        problem_params={"generator": "fan"},
         method=method,
         method_params=params,
         dim=dim,
         seed=1,
         step_size=0.1,
         n_steps=3,
-        eval=EvalSpec(n_samples=300, n_w2=100, n_mc=100, every=1),
+        eval=EvalSpec(n_samples=300, n_w2=100, n_mc=100, every=1, ksd_batch_size=100, ksd_batches=2),
     )
 
 

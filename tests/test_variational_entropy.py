@@ -9,13 +9,10 @@ import pytest
 import torch
 
 from wgfbench import metrics
-from wgfbench.methods.variational_jko import (
-    FAN_POROUS_PARAMS,
-    EntropyDual,
-    UniformReference,
-    VariationalJKOConfig,
-    fit_uniform_reference,
-)
+from wgfbench.methods.variational_jko import FAN_POROUS_PARAMS, VariationalJKOConfig
+from wgfbench.methods.variational_jko.duals import EntropyDual
+from wgfbench.methods.variational_jko.references import UniformReference, fit_uniform_reference
+from wgfbench.metrics.porous import porous_metrics
 from wgfbench.problems.barenblatt import make_barenblatt
 from wgfbench.registry import make_method
 
@@ -23,7 +20,7 @@ torch.set_num_threads(1)
 
 # a small CPU budget: 5 steps of h = 2e-3 (t = 0.01), 60 iterations of batch 256 per step, residual-MLP map;
 # learning rates above the paper's 1e-3 so that 60 iterations suffice
-SHORT = {"n_particles": 4000, "iters_per_step": 60, "batch_size": 256, "lr_t": 5e-3, "lr_h": 1e-2, "h_width": 32}
+SHORT = {"n_particles": 4000, "iters_per_step": 60, "batch_size": 256, "lr_t": 5e-3, "lr_dual": 1e-2, "dual_width": 32}
 SHORT_H, SHORT_K = 2e-3, 5
 
 
@@ -51,7 +48,7 @@ def test_reference_refit_is_robust_to_one_outlier(shape):
 def test_outlier_enters_the_dual_at_its_projection_without_force():
     x, _ = exact_with_outlier()
     problem = make_barenblatt(2, 0)
-    dual = EntropyDual(problem, VariationalJKOConfig(h_width=16), torch.device("cpu"), torch.float64)
+    dual = EntropyDual(problem, VariationalJKOConfig(dual_width=16), torch.device("cpu"), torch.float64)
     dual.refit(x)
     assert dual.outside_frac == pytest.approx(1 / len(x))
     y = x[:256].clone().requires_grad_(True)
@@ -62,7 +59,7 @@ def test_outlier_enters_the_dual_at_its_projection_without_force():
     assert float(y.grad[1:].abs().max()) > 0.0
     projected = dual.gamma.project(x[:1])
     assert float(dual.gamma.norm(projected)) == pytest.approx(dual.gamma.half_width)
-    assert math.isfinite(dual.h_loss(x[:256], dual.sample_reference(256)).item())
+    assert math.isfinite(dual.dual_loss(x[:256], dual.sample_reference(256)).item())
 
 
 def test_uniform_reference_samples_fill_the_domain():
@@ -83,7 +80,7 @@ def test_dual_optimum_is_the_density():
     problem = make_barenblatt(2, 0)
     law = problem.initial()
     x = law.sample(20_000, torch.Generator().manual_seed(1))
-    dual = EntropyDual(problem, VariationalJKOConfig(h_width=8), torch.device("cpu"), torch.float64)
+    dual = EntropyDual(problem, VariationalJKOConfig(dual_width=8), torch.device("cpu"), torch.float64)
     dual.refit(x)
     torch.manual_seed(1)
     z = dual.sample_reference(200_000)
@@ -120,8 +117,8 @@ def test_short_run_on_barenblatt_tracks_the_exact_solution():
     identity = problem.w2_between(0.0, t)  # the error of a method that does not move (closed form)
     assert identity > 0.15
     assert w2 < 0.4 * identity, (w2, identity)
-    extra = problem.extra_metrics(t, method.sample(4000, gen), generator=gen)
-    identity_extra = problem.extra_metrics(t, problem.initial().sample(4000, gen), generator=gen)
+    extra = porous_metrics(problem.reference(t), method.sample(4000, gen), generator=gen)
+    identity_extra = porous_metrics(problem.reference(t), problem.initial().sample(4000, gen), generator=gen)
     assert identity_extra["second_moment_rel_err"] > 0.6 and identity_extra["gen_entropy_rel_err_knn"] > 1.0
     assert extra["frac_outside_support"] < 0.01
     assert extra["second_moment_rel_err"] < 0.2
@@ -147,7 +144,7 @@ def test_icnn_maps_give_finite_and_consistent_log_densities():
     # at exact samples: a number, or -inf where the exact sample is outside the model's support; never NaN
     lp_exact = method.log_density(problem.reference(3 * SHORT_H).sample(256, gen))
     assert not bool(torch.isnan(lp_exact).any()) and bool(torch.isfinite(lp_exact).any())
-    extra = problem.extra_metrics(3 * SHORT_H, x, log_p, method.log_density, gen)
+    extra = porous_metrics(problem.reference(3 * SHORT_H), x, log_p, method.log_density, gen)
     assert math.isfinite(extra["gen_entropy_rel_err"])
     # KL(model || exact) is a number exactly when no model sample is outside the exact support
     assert math.isfinite(extra["kl_model_exact"]) == (extra["frac_outside_support"] == 0.0)
@@ -162,7 +159,7 @@ def test_affine_icnn_map_entropy_from_densities():
     problem, method, _ = run_short({"map": "icnn", "icnn_layers": 1, "icnn_width": 16, "icnn_pretrain_iters": 200})
     gen = torch.Generator().manual_seed(5)
     x, log_p = method.sample_with_log_density(2000, gen)
-    extra = problem.extra_metrics(SHORT_H * SHORT_K, x, log_p, None, gen)
+    extra = porous_metrics(problem.reference(SHORT_H * SHORT_K), x, log_p, None, gen)
     assert extra["gen_entropy_rel_err"] < 0.15
     assert extra["second_moment_rel_err"] < 0.15
 
@@ -185,7 +182,7 @@ def test_porous_defaults_are_valid_config_and_match_the_full_protocol_suite():
     for key, value in FAN_POROUS_PARAMS.items():
         assert low.method_params[key] == value, key
     high = suite.job("porous_hi/variational_jko/d6/s0").method_params
-    assert high["t_steps"] == 1 and high["h_hidden"] == 3  # Fan et al.'s n = 6 script
+    assert high["t_steps"] == 1 and high["dual_hidden"] == 3  # Fan et al.'s n = 6 script
 
 
 def test_bad_entropy_options_are_refused():

@@ -42,12 +42,12 @@ def test_particles_are_regenerated_from_p0_through_all_maps() -> None:
     method = make_method("variational_jko", problem, 0.05, dict(n_particles=1024, batch_size=128, iters_per_step=3), 0)
     for _ in range(3):
         method.step()
-    assert len(method.maps) == 3
-    assert all(not m.training for m in method.maps)
+    assert len(method.chain.maps) == 3
+    assert all(not m.training for m in method.chain.maps)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     x0 = problem.initial().sample(16, gen_a, dtype=torch.float32)  # P_0 is drawn in the method's dtype
     pushed = x0
-    for m in method.maps:
+    for m in method.chain.maps:
         pushed = m(pushed)
     torch.testing.assert_close(method.sample(16, gen_b), pushed.detach())
 
@@ -92,7 +92,7 @@ def test_gaussian_reference_jitters_a_singular_fit_and_refuses_a_collapsed_one()
     import pytest
 
     from wgfbench.methods.base import Diverged
-    from wgfbench.methods.variational_jko import GaussianReference
+    from wgfbench.methods.variational_jko.references import GaussianReference
 
     small = 1e-3 * torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # rank 1, small scale
     ref = GaussianReference(torch.zeros(2, dtype=torch.float64), small, torch.device("cpu"), torch.float32)
@@ -108,7 +108,7 @@ def test_gaussian_reference_jitters_a_singular_fit_and_refuses_a_collapsed_one()
 
 def test_gaussian_reference_matches_torch_multivariate_normal() -> None:
     """log Gamma by the precomputed whitening matrix equals MultivariateNormal.log_prob; samples have its moments."""
-    from wgfbench.methods.variational_jko import GaussianReference
+    from wgfbench.methods.variational_jko.references import GaussianReference
 
     gen = torch.Generator().manual_seed(0)
     d = 6
@@ -150,7 +150,7 @@ def test_duals_evaluated_in_one_pass_equal_two_passes() -> None:
 
     torch.manual_seed(0)
     kl = make_method("variational_jko", make_problem("ou", 3, 0), 0.05, dict(n_particles=512, iters_per_step=2), 0)
-    params = dict(FAN_POROUS_PARAMS, n_particles=512, iters_per_step=2, icnn_pretrain_iters=5, h_hidden=2)
+    params = dict(FAN_POROUS_PARAMS, n_particles=512, iters_per_step=2, icnn_pretrain_iters=5, dual_hidden=2)
     ent = make_method("variational_jko", make_problem("barenblatt", 2, 0, {"m": 3.0}), 5e-4, params, 0)
     for method in (kl, ent):
         method.step()
@@ -163,7 +163,7 @@ def test_duals_evaluated_in_one_pass_equal_two_passes() -> None:
             two_pass = -dual.net.log_ratio(ty).mean() + dual.net.ratio(z).mean()
         else:
             two_pass = -(dual.energy(ty) - dual.gamma.volume_t * (dual.net(z) ** dual.m).mean())
-        one_pass = dual.h_loss(ty, z)
+        one_pass = dual.dual_loss(ty, z)
         torch.testing.assert_close(one_pass, two_pass, rtol=1e-5, atol=1e-6)
         params_r = list(dual.net.parameters())
         for g1, g2 in zip(

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "suites"))
-import workloads as W
+from wgfbench.bench import workloads as W
 
 TINY_VJKO = {"n_particles": 256, "batch_size": 64, "iters_per_step": 2, "regen_chunk": 256}
 
@@ -53,7 +50,7 @@ def test_the_naive_workload_uses_torch_default_adam_and_ours_the_fused_one():
     ours = W.vjko_inner_workload(2, iters=1)
     assert naive.setup.__code__ is ours.setup.__code__  # one setup, the variant chosen inside
     m = W.vjko_inner(2, iters=1)
-    assert m.opt_t.param_groups[0]["fused"] is True and m.opt_h.param_groups[0]["fused"] is True
+    assert m.opt_t.param_groups[0]["fused"] is True and m.opt_dual.param_groups[0]["fused"] is True
     call = naive.setup()
     opt = call.__closure__[0].cell_contents.opt_t  # the method the naive loop trains
     assert not opt.param_groups[0]["fused"]
@@ -61,9 +58,9 @@ def test_the_naive_workload_uses_torch_default_adam_and_ours_the_fused_one():
 
 
 def test_timing_params_keep_only_known_fields():
-    from wgfbench.registry import METHODS, method_class
+    from wgfbench.registry import method_class, methods
 
-    for name in METHODS:
+    for name in methods():
         params = W.timing_params(name)
         fields = {f.name for f in dataclasses.fields(method_class(name).Config)}
         assert set(params) <= fields, name

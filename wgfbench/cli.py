@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from wgfbench import registry
+from wgfbench import __version__, registry
 
 
 def _parse_value(text: str):
@@ -37,13 +37,12 @@ def _kv(items: list[str] | None, flag: str) -> dict:
 
 def cmd_list(args: argparse.Namespace) -> int:
     print("problems:")
-    for name, target in registry.PROBLEMS.items():
-        print(f"  {name:24s} {target}")
+    for name, factory in registry.problems().items():
+        print(f"  {name:24s} {factory.__module__}.{factory.__qualname__}")
     print("methods:")
-    for name in registry.METHODS:
-        cls = registry.method_class(name)
+    for name, cls in registry.methods().items():
         density = "yes" if cls.has_density else f"with {cls.density_when}" if cls.density_when else "no"
-        info = f"functionals={sorted(cls.functionals)} density={density}"
+        info = f"{cls.role:12s} functionals={sorted(cls.functionals)} density={density}"
         if cls.max_dim:
             info += f" max_dim={cls.max_dim}"
         print(f"  {name:24s} {info}")
@@ -75,9 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from wgfbench.evaluate import EvalSpec
     from wgfbench.runner import run
-    from wgfbench.suites import RunSpec, SuiteError, load_suite
+    from wgfbench.suites import SuiteError, load_suite, suite_from_args
 
     torch.set_num_threads(args.threads)
     if args.suite:
@@ -92,20 +90,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         missing = [f for f in ("problem", "method", "dim") if getattr(args, f) is None]
         if missing:
             raise SystemExit(f"without --suite, give --{' --'.join(missing)}")
-        spec = RunSpec(
-            suite=args.suite_name,
-            experiment=args.experiment or args.problem,
-            problem=args.problem,
-            problem_params=_kv(args.problem_param, "--problem-param"),
-            method=args.method,
-            method_params=_kv(args.param, "--param"),
-            dim=args.dim,
-            seed=args.seed,
-            step_size=args.step_size,
-            n_steps=args.n_steps,
-            eval=EvalSpec(**_kv(args.eval, "--eval")),
-            time_budget_s=args.time_budget,
-        )
+        try:  # validated exactly as a suite's run: the same one-line messages, exit status 2
+            spec = suite_from_args(
+                args.problem,
+                args.method,
+                args.dim,
+                seed=args.seed,
+                step_size=args.step_size,
+                n_steps=args.n_steps,
+                problem_params=_kv(args.problem_param, "--problem-param"),
+                method_params=_kv(args.param, "--param"),
+                eval_params=_kv(args.eval, "--eval"),
+                time_budget_s=args.time_budget,
+                experiment=args.experiment,
+                suite=args.suite_name,
+            )
+        except SuiteError as e:
+            print("\n".join(e.errors), file=sys.stderr)
+            return 2
     df = run(spec, out=args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
     status = df["status"].iloc[0]
     print(
@@ -123,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from wgfbench.records import read_records, write_parquet_atomic, write_text_atomic
-    from wgfbench.tables import markdown, provenance_markdown, summary
+    from wgfbench.reports.tables import markdown, provenance_markdown, summary
 
     df = read_records(args.records)
     out = Path(args.out)
@@ -135,8 +137,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from wgfbench.plots import suite_figures
     from wgfbench.records import read_records
+    from wgfbench.reports.figures import suite_figures
 
     df = read_records(args.records)
     written = suite_figures(df, args.out)
@@ -149,7 +151,7 @@ def cmd_plot_samples(args: argparse.Namespace) -> int:
     import torch
 
     from wgfbench.records import read_records
-    from wgfbench.sample_figures import job_samples_figure
+    from wgfbench.reports.samples import job_samples_figure
     from wgfbench.suites import SuiteError, load_suite
 
     torch.set_num_threads(args.threads)
@@ -172,6 +174,35 @@ def cmd_plot_samples(args: argparse.Namespace) -> int:
     records = read_records(args.records) if args.records else None
     for p in job_samples_figure(runs, args.out, n=args.n, records=records, log=lambda m: print(m, file=sys.stderr)):
         print(p)
+    return 0
+
+
+def cmd_plot_profiles(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from wgfbench.reports.profiles import radial_profile_figure, snapshot_job
+    from wgfbench.suites import SuiteError, load_suite
+
+    torch.set_num_threads(args.threads)
+    try:
+        suite = load_suite(args.suite)
+        specs = [suite.job(job) for job in args.job]
+    except (SuiteError, KeyError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    panels = []
+    for spec in specs:
+        problem, radii, cpu_s = snapshot_job(spec, args.steps, args.n_samples)
+        print(
+            f"{spec.job_id}: CPU seconds per JKO step (torch threads {torch.get_num_threads()}): "
+            f"mean {np.mean(cpu_s):.3f}, first {cpu_s[0]:.3f}, last {cpu_s[-1]:.3f}",
+            file=sys.stderr,
+        )
+        title = f"n = {spec.dim}, m = {problem.m:g}: {spec.method} (seed {spec.seed})"
+        panels.append((problem, radii, spec.step_size, title))
+    for path in radial_profile_figure(panels, args.out):
+        print(path)
     return 0
 
 
@@ -202,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run a whole suite with `snakemake` (see README); use these commands for single runs and reports.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"wgfbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("list", help="list problems, methods and suites")
@@ -285,6 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the Snakefile's jobs)")
     q.set_defaults(fn=cmd_plot_samples)
+
+    q = sub.add_parser(
+        "plot-profiles",
+        help="porous medium: re-run suite jobs and draw the radial law of their samples against the exact one",
+        description="Records keep metrics, not samples: each job is re-run through the same loop as its record "
+        "(same spec, seeds and budget) and |x| of its samples is drawn at the given steps over the exact radial "
+        "density of the Barenblatt solution.",
+    )
+    q.add_argument("--suite", required=True, help="suite YAML file")
+    q.add_argument("--job", action="append", required=True, help="EXPERIMENT/METHOD/dD/sS (repeatable)")
+    q.add_argument("--steps", type=int, nargs="+", default=[0, 10, 25, 50], help="JKO steps to draw")
+    q.add_argument("--n-samples", type=int, default=20_000)
+    q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    q.add_argument("--out", required=True, help="output path without extension (PNG and PDF are written)")
+    q.set_defaults(fn=cmd_plot_profiles)
     return p
 
 

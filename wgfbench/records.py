@@ -9,16 +9,44 @@ regeneration separately, evaluation apart), peak memory, the problem's and metho
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 STATUSES = ("ok", "diverged", "timeout", "failed")
+# what identifies a run, what describes it, how it ended, and where it was computed (wgfbench.timing.provenance)
 ID_COLUMNS = ["suite", "experiment", "problem", "method", "dim", "seed"]
+RUN_KEYS = ["experiment", "problem", "method", "dim", "seed"]  # a run within a table (suites may be merged)
+SPEC_COLUMNS = ["h", "n_steps", "report_t", "problem_params", "method_params", "problem_info", "spec_hash"]
+STATUS_COLUMNS = ["status", "message", "last_good_step", "wall_s"]
+PROVENANCE_COLUMNS = [
+    "git_commit",
+    "device",
+    "device_name",
+    "cuda_version",
+    "cudnn_benchmark",
+    "tf32_matmul",
+    "tf32_cudnn",
+    "torch_version",
+    "pot_version",
+    "numpy_version",
+    "pandas_version",
+    "python_version",
+    "hostname",
+    "cpu_count",
+    "torch_threads",
+    "run_date",
+]
+# per evaluated step: the step, its timings (training and particle regeneration apart, evaluation apart), the
+# method's loss and peak memory; the method's other diagnostics follow as extra_<name>
+STEP_COLUMNS = ["k", "t", "time_train_s", "time_regen_s", "time_step_s", "time_eval_s", "loss", "peak_mem_mb"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -60,6 +88,32 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 def to_json(params: dict | None) -> str:
     """Canonical JSON of a parameter dict (sorted keys), as stored in records."""
     return json.dumps(params or {}, sort_keys=True, default=str)
+
+
+def spec_hash(spec) -> str:
+    """Stable hash of a run's whole specification (a :class:`~wgfbench.suites.RunSpec`): records and checkpoints
+    of different specifications never pass for each other."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_columns(spec, problem, prov: dict[str, str]) -> dict[str, Any]:
+    """The columns every row of a run's record repeats: identity, specification and provenance."""
+    return {
+        "suite": spec.suite,
+        "experiment": spec.experiment,
+        "problem": spec.problem,
+        "method": spec.method,
+        "dim": spec.dim,
+        "seed": spec.seed,
+        "h": spec.step_size,
+        "n_steps": spec.n_steps,
+        "report_t": spec.report_t if spec.report_t is not None else spec.step_size * spec.n_steps,
+        "problem_params": to_json(spec.problem_params),
+        "method_params": to_json(spec.method_params),
+        "problem_info": to_json(problem.describe()) if problem is not None else "{}",
+        "spec_hash": spec_hash(spec),
+        **prov,
+    }
 
 
 def read_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:

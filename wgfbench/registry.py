@@ -1,52 +1,129 @@
-"""Name -> implementation maps for problems and methods.
+"""Name -> implementation for problems and methods, found where they are defined.
 
-Adding a method is one module plus one line in ``METHODS``; adding a problem is one module plus one
-line in ``PROBLEMS``. Entries are ``"module:attribute"`` strings, imported on first use so that
-listing names never imports torch-heavy modules it does not need.
+* A **method** is a module in :mod:`wgfbench.methods` or in the baselines (``baselines/``, imported as
+  ``wgfbench_baselines``) that defines a subclass of :class:`~wgfbench.methods.base.JKOMethod` with a ``name``:
+  nothing else is edited to add one.
+* A **problem** is a module in :mod:`wgfbench.problems` with a factory ``make(dim, seed, **params)`` marked by
+  :func:`wgfbench.problems.base.problem_factory` (the name it is registered under).
+* Methods and problems from **outside the repository** come through the Python entry-point groups
+  ``wgfbench.methods`` and ``wgfbench.problems`` (``name = "package.module:attribute"`` in the distribution's
+  metadata, e.g. ``[project.entry-points."wgfbench.methods"]`` in its pyproject.toml); the entry point's name must
+  equal the method's ``name`` (or the factory's registered name), and may not shadow a built-in one.
+
+The tables are built on first use; a name that two modules claim is an error naming both.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any
 
-PROBLEMS: dict[str, str] = {
-    "ou": "wgfbench.problems.ou:make_ou",
-    "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
-    "gmm": "wgfbench.problems.gmm:make_gmm",
-}
-
-METHODS: dict[str, str] = {
-    "variational_jko": "wgfbench.methods.variational_jko:VariationalJKO",
-    "exact_jko": "wgfbench.methods.exact_jko:ExactJKO",
-    "jko_icnn_exact": "baselines.jko_icnn:JKOICNNExact",
-    "jko_icnn_stochastic": "baselines.jko_icnn:JKOICNNStochastic",
-    "em_particles": "baselines.em_particles:EulerMaruyama",
-    "identity": "baselines.identity:Identity",
-}
+METHOD_PACKAGES = ("wgfbench.methods", "wgfbench_baselines")
+PROBLEM_PACKAGES = ("wgfbench.problems",)
+METHOD_GROUP, PROBLEM_GROUP = "wgfbench.methods", "wgfbench.problems"
 
 
-def _load(table: dict[str, str], kind: str, name: str) -> Any:
+class RegistryError(RuntimeError):
+    """Two implementations claim one name, or an entry point does not match what it names."""
+
+
+def _modules(package: str) -> list[ModuleType]:
+    pkg = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}."))
+    return [pkg, *(importlib.import_module(n) for n in names)]
+
+
+def _claim(table: dict[str, Any], where: dict[str, str], name: str, obj: Any, origin: str, kind: str) -> None:
+    if name in table and table[name] is not obj:
+        raise RegistryError(f"{kind} name {name!r} is claimed by {where[name]} and by {origin}")
+    table[name], where[name] = obj, origin
+
+
+@functools.cache
+def methods() -> dict[str, type]:
+    """Every method: name -> JKOMethod subclass (built-in ones in role order, then entry points)."""
+    from wgfbench.methods.base import ROLES, JKOMethod
+
+    found: dict[str, type] = {}
+    where: dict[str, str] = {}
+    for package in METHOD_PACKAGES:
+        for module in _modules(package):
+            for obj in vars(module).values():
+                if (
+                    isinstance(obj, type)
+                    and issubclass(obj, JKOMethod)
+                    and obj.__module__ == module.__name__
+                    and "name" in vars(obj)
+                ):
+                    _claim(found, where, obj.name, obj, f"{module.__name__}.{obj.__qualname__}", "method")
+    for ep in entry_points(group=METHOD_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, JKOMethod)):
+            raise RegistryError(f"entry point {ep.name!r} ({ep.value}) is not a JKOMethod subclass")
+        if getattr(cls, "name", None) != ep.name:
+            raise RegistryError(f"entry point {ep.name!r} ({ep.value}) names a method called {cls.name!r}")
+        if ep.name in found and found[ep.name] is not cls:
+            raise RegistryError(f"entry point {ep.name!r} ({ep.value}) shadows the method of {where[ep.name]}")
+        found[ep.name], where[ep.name] = cls, f"entry point {ep.value}"
+    for name, cls in found.items():
+        if cls.role not in ROLES:
+            raise RegistryError(f"method {name!r} has role {cls.role!r}; allowed: {list(ROLES)}")
+    order = {role: i for i, role in enumerate(ROLES)}
+    return dict(sorted(found.items(), key=lambda item: (order[item[1].role], item[0])))
+
+
+@functools.cache
+def problems() -> dict[str, Any]:
+    """Every problem: name -> factory ``make(dim, seed, **params)``."""
+    found: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for package in PROBLEM_PACKAGES:
+        for module in _modules(package):
+            for obj in vars(module).values():
+                name = getattr(obj, "__wgfbench_problem__", None)
+                if name is not None and getattr(obj, "__module__", None) == module.__name__:
+                    _claim(found, where, name, obj, f"{module.__name__}.{obj.__qualname__}", "problem")
+    for ep in entry_points(group=PROBLEM_GROUP):
+        factory = ep.load()
+        if getattr(factory, "__wgfbench_problem__", None) != ep.name:
+            raise RegistryError(
+                f"entry point {ep.name!r} ({ep.value}) is not a factory marked @problem_factory({ep.name!r})"
+            )
+        if ep.name in found and found[ep.name] is not factory:
+            raise RegistryError(f"entry point {ep.name!r} ({ep.value}) shadows the problem of {where[ep.name]}")
+        found[ep.name], where[ep.name] = factory, f"entry point {ep.value}"
+    return dict(sorted(found.items()))
+
+
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     try:
-        target = table[name]
+        return table[name]
     except KeyError:
         raise KeyError(f"unknown {kind} {name!r}; known: {sorted(table)}") from None
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def problem_factory(name: str):
     """The function ``make(dim, seed, **params) -> Problem`` registered under ``name``."""
-    return _load(PROBLEMS, "problem", name)
+    return _lookup(problems(), "problem", name)
 
 
 def method_class(name: str):
     """The :class:`~wgfbench.methods.base.JKOMethod` subclass registered under ``name``."""
-    return _load(METHODS, "method", name)
+    return _lookup(methods(), "method", name)
 
 
 def make_problem(name: str, dim: int, seed: int, params: dict[str, Any] | None = None):
-    return problem_factory(name)(dim=dim, seed=seed, **(params or {}))
+    from wgfbench.params import ParamError, check_params
+
+    factory = problem_factory(name)
+    errors = check_params(factory, dict(params or {}))
+    if errors:
+        raise ParamError(f"problem {name}", errors)
+    return factory(dim=dim, seed=seed, **(params or {}))
 
 
 def make_method(name: str, problem, step_size: float, params: dict[str, Any] | None, seed: int):

@@ -2,13 +2,13 @@
 
 Format (``suites/default.yaml`` is the worked example)::
 
-    name: default                  # [A-Za-z0-9_.-]+, names the results folder results/<name>/
+    name: default                  # a safe name (below); names the results folder results/<name>/
     description: free text
-    eval: {n_samples: 10000, n_w2: 1000, n_mc: 4096, every: 1, seed: 2024}   # optional
+    eval: {n_samples: 10000, n_w2: 1000, n_mc: 4096, every: 1, seed: 2024}   # optional (wgfbench.evaluate.EvalSpec)
     defaults: {time_budget_s: 600}                                           # optional
     experiments:
-      ou:                          # experiment name, [A-Za-z0-9_.-]+
-        problem: ou                # a name in wgfbench.registry.PROBLEMS
+      ou:                          # experiment name, a safe name
+        problem: ou                # a registered problem (wgfbench list)
         problem_params: {generator: spectrum}   # keyword arguments of the problem's factory
         dims: [2, 4, 8]
         seeds: [0, 1]              # or an integer n meaning 0..n-1
@@ -21,22 +21,29 @@ Format (``suites/default.yaml`` is the worked example)::
           exact_jko: {}            # or null: paper defaults
           some_method: {dims: [2, 4]}   # optional restriction to a subset of the dims
 
-Every mistake found is reported, each in one line naming the file, the key path and what is
-allowed; :class:`SuiteError` carries them all. Checked: unknown and missing keys at every level,
-types and ranges of numbers (finite; step size > 0, n_steps >= 1, dims >= 1, seeds >= 0, budgets > 0),
-problem and method names against the registry, problem parameters by name and type (and by building
-the problem in every dimension), method parameters by name and type against the method's ``Config``
-(by value for ``device``, ``dtype`` and fields annotated ``typing.Literal[...]``), dimensions a method
-cannot run (``check_supports``), report_t within the flow, and keys given twice in the YAML.
+Every mistake found is reported, each in one line naming the file, the key path and what is allowed;
+:class:`SuiteError` carries them all. What is checked:
+
+* the document: UTF-8, valid YAML (safe loader: no tags that build objects), no key given twice, not nested
+  deeper than the format needs, at most :data:`MAX_NODES` values once YAML aliases are expanded (an alias bomb is
+  refused before anything walks it), values quoted in messages shortened;
+* names (suite, experiments): :data:`NAME_RE`, i.e. a safe path component (no ``.`` or ``..``, no leading ``-``
+  or ``.``, no separators or control characters, at most 64 characters);
+* unknown and missing keys at every level; numbers finite and within bounds (step size > 0, 1 <= n_steps <=
+  :data:`MAX_STEPS`, 1 <= dims <= :data:`MAX_DIM`, 0 <= seeds <= :data:`MAX_SEED`, budgets > 0 and at most a
+  year, at most :data:`MAX_RUNS` runs per suite);
+* problem and method names against the registry; problem, method and evaluation parameters by name, type and
+  bounds from their annotations (:mod:`wgfbench.params`: the one validation path the command line and the Python
+  API use too), and the problem built in every dimension;
+* pairings: dimensions and problems a method cannot run (its ``check_supports``), evaluation sample sizes a
+  method cannot supply (its ``sample_limit``), report_t within the flow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +51,19 @@ import yaml
 
 from wgfbench import registry
 from wgfbench.evaluate import EvalSpec
+from wgfbench.params import check_params, short
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# a safe path component: starts with a letter, digit or '_', then letters, digits, '_', '.', '-'; <= 64 characters
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_RULE = "a name of at most 64 letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
+MAX_DIM = 4096  # problems build d x d matrices and factor them (O(d^3)): bounded so validation stays cheap
+MAX_STEPS = 100_000
+MAX_SEED = 2**31 - 1
+MAX_SEED_COUNT = 10_000
+MAX_RUNS = 100_000
+MAX_BUDGET_S = 366 * 24 * 3600.0
+MAX_NODES = 100_000  # YAML values once aliases are expanded
+MAX_DEPTH = 32
 TOP_KEYS = {"name", "description", "eval", "defaults", "experiments"}
 EXPERIMENT_KEYS = {
     "problem",
@@ -62,7 +80,7 @@ METHOD_KEYS = {"params", "time_budget_s", "dims"}
 DEFAULT_KEYS = {"time_budget_s"}
 # what a missing required key must hold (the message of a missing key says it)
 REQUIRED = {
-    "name": "a name made of letters, digits, '_', '.', '-' (names the results folder)",
+    "name": f"{NAME_RULE} (names the results folder)",
     "experiments": "a mapping of experiment names to experiments",
     "problem": "a problem name, one of {problems}",
     "dims": "a non-empty list of integers >= 1",
@@ -72,8 +90,6 @@ REQUIRED = {
     "methods": "a mapping of method names to {{params, time_budget_s, dims}}, one of {methods}",
 }
 TOP = "(document)"  # the key named by a mistake in the document as a whole
-TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 class SuiteError(ValueError):
@@ -134,113 +150,81 @@ class _Checker:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            self.err(key, f"must be a mapping, got {type(value).__name__} {value!r}")
+            self.err(key, f"must be a mapping, got {type(value).__name__} {short(value)}")
             return {}
         if allowed is not None:
             for k in sorted(set(value) - allowed, key=str):
                 self.err(f"{key}.{k}" if key else str(k), f"unknown key; allowed: {sorted(allowed)}")
         for k in sorted(required - set(value)):
             what = REQUIRED.get(k, "a value").format(
-                problems=sorted(registry.PROBLEMS), methods=sorted(registry.METHODS)
+                problems=sorted(registry.problems()), methods=sorted(registry.methods())
             )
             self.err(f"{key}.{k}" if key else k, f"missing required key; allowed: {what}")
         return value
 
     def number(
-        self, value: Any, key: str, *, integer: bool = False, minimum: float | None = None, strict: bool = False
+        self,
+        value: Any,
+        key: str,
+        *,
+        integer: bool = False,
+        minimum: float | None = None,
+        strict: bool = False,
+        maximum: float | None = None,
     ):
         ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
         if isinstance(value, bool) or not ok_type or not math.isfinite(value):
             what = "an integer" if integer else "a finite number"
             bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-            self.err(key, f"must be {what}{bound}, got {value!r}")
+            self.err(key, f"must be {what}{bound}, got {short(value)}")
             return None
         if minimum is not None and (value <= minimum if strict else value < minimum):
-            self.err(key, f"must be {'>' if strict else '>='} {minimum}, got {value!r}")
+            self.err(key, f"must be {'>' if strict else '>='} {minimum}, got {short(value)}")
+            return None
+        if maximum is not None and value > maximum:
+            self.err(key, f"must be <= {maximum:g}, got {short(value)}")
             return None
         return value
 
     def name(self, value: Any, key: str) -> str | None:
         if not isinstance(value, str) or not NAME_RE.match(value):
-            self.err(key, f"must be a name made of letters, digits, '_', '.', '-', got {value!r}")
+            self.err(key, f"must be {NAME_RULE}, got {short(value)}")
             return None
         return value
 
-
-def _check_params(chk: _Checker, key: str, params: dict, allowed: dict[str, Any]) -> None:
-    """Unknown parameter names and values whose type differs from the default's type."""
-    for pname, value in params.items():
-        if pname not in allowed:
-            chk.err(f"{key}.{pname}", f"unknown parameter; allowed: {sorted(allowed)}")
-            continue
-        default = allowed[pname]
-        if default is inspect.Parameter.empty or default is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            chk.err(f"{key}.{pname}", f"must be of type {type(default).__name__} (default {default!r}), got {value!r}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            chk.err(f"{key}.{pname}", f"must be a finite number (default {default!r}), got {value!r}")
+    def params(self, key: str, target, params: dict) -> None:
+        for pname, msg in check_params(target, params):
+            self.err(f"{key}.{pname}", msg)
 
 
-def _check_base_config(chk: _Checker, key: str, params: dict) -> None:
-    """Values of the fields every method has (MethodConfig: device, dtype)."""
-    dev = params.get("device")
-    if isinstance(dev, str) and not DEVICE_RE.match(dev):
-        chk.err(f"{key}.device", f"unknown device {dev!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
-    dtype = params.get("dtype")
-    if isinstance(dtype, str) and dtype not in TORCH_DTYPES:
-        chk.err(f"{key}.dtype", f"unknown dtype {dtype!r}; allowed: {list(TORCH_DTYPES)}")
-
-
-def _factory_params(fn) -> dict[str, Any]:
-    sig = inspect.signature(fn)
-    return {n: p.default for n, p in sig.parameters.items() if n not in ("dim", "seed")}
-
-
-def _config_params(cls) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(cls.Config)}
-
-
-def _literal_choices(config_cls) -> dict[str, tuple]:
-    """Fields annotated ``typing.Literal[...]`` in a method's Config: the values a suite may give."""
-    try:
-        hints = typing.get_type_hints(config_cls)
-    except Exception:  # unresolvable annotations: no choices known
-        return {}
-    return {n: typing.get_args(t) for n, t in hints.items() if typing.get_origin(t) is typing.Literal}
-
-
-def _check_choices(chk: _Checker, key: str, params: dict, choices: dict[str, tuple]) -> None:
-    for pname, allowed in choices.items():
-        if pname in params and params[pname] not in allowed:
-            chk.err(f"{key}.{pname}", f"unknown value {params[pname]!r}; allowed: {list(allowed)}")
-
-
-def _int_list(chk: _Checker, value: Any, key: str, minimum: int) -> list[int]:
+def _int_list(chk: _Checker, value: Any, key: str, minimum: int, maximum: int) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and key.endswith("seeds"):
-        if value < 1:
-            chk.err(key, f"an integer seed count must be >= 1, got {value}")
+        if value < 1 or value > MAX_SEED_COUNT:
+            chk.err(key, f"an integer seed count must be >= 1 and <= {MAX_SEED_COUNT}, got {value}")
             return []
         return list(range(value))
     if not isinstance(value, list) or not value:
-        chk.err(key, f"must be a non-empty list of integers, got {value!r}")
+        chk.err(key, f"must be a non-empty list of integers, got {short(value)}")
         return []
-    out = [v for i, v in enumerate(value) if chk.number(v, f"{key}[{i}]", integer=True, minimum=minimum) is not None]
+    if len(value) > MAX_SEED_COUNT:
+        chk.err(key, f"has {len(value)} entries; allowed: at most {MAX_SEED_COUNT}")
+        return []
+    out = [
+        v
+        for i, v in enumerate(value)
+        if chk.number(v, f"{key}[{i}]", integer=True, minimum=minimum, maximum=maximum) is not None
+    ]
     if len(set(out)) != len(out):
-        chk.err(key, f"has duplicates: {value!r}; allowed: distinct values")
+        chk.err(key, f"has duplicates: {short(value)}; allowed: distinct values")
     return out
 
 
+def _budget(chk: _Checker, value: Any, key: str) -> float | None:
+    return chk.number(value, key, minimum=0, strict=True, maximum=MAX_BUDGET_S)
+
+
 def _check_experiment(
-    chk: _Checker, ename: str, exp: Any, defaults: dict, suite_name: str, ev: EvalSpec
+    chk: _Checker, ename: str, exp: Any, defaults: dict, suite_name: str, ev: EvalSpec | None
 ) -> list[RunSpec]:
     key = f"experiments.{ename}"
     exp = chk.mapping(exp, key, EXPERIMENT_KEYS, {"problem", "dims", "seeds", "step_size", "n_steps", "methods"})
@@ -250,19 +234,21 @@ def _check_experiment(
     problem = exp.get("problem")
     factory = None
     if "problem" in exp:
-        if problem not in registry.PROBLEMS:
-            chk.err(f"{key}.problem", f"unknown problem {problem!r}; known: {sorted(registry.PROBLEMS)}")
+        if not isinstance(problem, str) or problem not in registry.problems():
+            chk.err(f"{key}.problem", f"unknown problem {short(problem)}; known: {sorted(registry.problems())}")
         else:
             factory = registry.problem_factory(problem)
     pparams = chk.mapping(exp.get("problem_params"), f"{key}.problem_params")
     if factory is not None:
-        _check_params(chk, f"{key}.problem_params", pparams, _factory_params(factory))
+        chk.params(f"{key}.problem_params", factory, pparams)
     n_before_dims = len(chk.errors)
-    dims = _int_list(chk, exp.get("dims"), f"{key}.dims", 1) if "dims" in exp else []
+    dims = _int_list(chk, exp.get("dims"), f"{key}.dims", 1, MAX_DIM) if "dims" in exp else []
     dims_ok = "dims" in exp and len(chk.errors) == n_before_dims
-    seeds = _int_list(chk, exp.get("seeds"), f"{key}.seeds", 0) if "seeds" in exp else []
+    seeds = _int_list(chk, exp.get("seeds"), f"{key}.seeds", 0, MAX_SEED) if "seeds" in exp else []
     h = chk.number(exp.get("step_size"), f"{key}.step_size", minimum=0, strict=True) if "step_size" in exp else None
-    n_steps = chk.number(exp.get("n_steps"), f"{key}.n_steps", integer=True, minimum=1) if "n_steps" in exp else None
+    n_steps = None
+    if "n_steps" in exp:
+        n_steps = chk.number(exp["n_steps"], f"{key}.n_steps", integer=True, minimum=1, maximum=MAX_STEPS)
     report_t = None
     if "report_t" in exp:
         report_t = chk.number(exp["report_t"], f"{key}.report_t", minimum=0)
@@ -273,10 +259,10 @@ def _check_experiment(
             )
     exp_budget = defaults.get("time_budget_s")
     if "time_budget_s" in exp:
-        exp_budget = chk.number(exp["time_budget_s"], f"{key}.time_budget_s", minimum=0, strict=True)
+        exp_budget = _budget(chk, exp["time_budget_s"], f"{key}.time_budget_s")
     methods = chk.mapping(exp.get("methods"), f"{key}.methods")
     if "methods" in exp and not methods and isinstance(exp.get("methods"), dict | None):
-        chk.err(f"{key}.methods", f"must name at least one method; allowed: {sorted(registry.METHODS)}")
+        chk.err(f"{key}.methods", f"must name at least one method; allowed: {sorted(registry.methods())}")
 
     problems = {}
     if factory is not None and len(chk.errors) == n_err:
@@ -294,21 +280,21 @@ def _check_experiment(
     runs: list[RunSpec] = []
     for mname, entry in methods.items():
         mkey = f"{key}.methods.{mname}"
-        if mname not in registry.METHODS:
-            chk.err(mkey, f"unknown method {mname!r}; known: {sorted(registry.METHODS)}")
+        if not isinstance(mname, str) or mname not in registry.methods():
+            chk.err(mkey, f"unknown method {short(mname)}; known: {sorted(registry.methods())}")
             continue
         cls = registry.method_class(mname)
         entry = chk.mapping(entry, mkey, METHOD_KEYS)
         mparams = chk.mapping(entry.get("params"), f"{mkey}.params")
-        _check_params(chk, f"{mkey}.params", mparams, _config_params(cls))
-        _check_base_config(chk, f"{mkey}.params", mparams)
-        _check_choices(chk, f"{mkey}.params", mparams, _literal_choices(cls.Config))
+        n_param_err = len(chk.errors)
+        chk.params(f"{mkey}.params", cls.Config, mparams)
+        config = cls.Config(**mparams) if len(chk.errors) == n_param_err else None
         budget = entry.get("time_budget_s", exp_budget)
         if "time_budget_s" in entry:
-            budget = chk.number(entry["time_budget_s"], f"{mkey}.time_budget_s", minimum=0, strict=True)
+            budget = _budget(chk, entry["time_budget_s"], f"{mkey}.time_budget_s")
         mdims = dims
         if "dims" in entry:
-            mdims = _int_list(chk, entry["dims"], f"{mkey}.dims", 1)
+            mdims = _int_list(chk, entry["dims"], f"{mkey}.dims", 1, MAX_DIM)
             for d in mdims:
                 if dims_ok and d not in dims:
                     chk.err(f"{mkey}.dims", f"dim {d} is not among the experiment's dims; allowed: a subset of {dims}")
@@ -316,7 +302,7 @@ def _check_experiment(
         for d in mdims:
             if d in problems:
                 try:
-                    cls.check_supports(problems[d])
+                    cls.check_supports(problems[d], config)
                 except Exception as e:  # UnsupportedProblem, or anything else a method's check raises
                     unsupported.setdefault(str(e), []).append(d)
         for msg, ds in unsupported.items():
@@ -326,7 +312,9 @@ def _check_experiment(
                 f"cannot run dim{'s' if len(ds) > 1 else ''} {ds}: {msg}; "
                 + (f"allowed: restrict it with dims: {ok_dims}" if ok_dims else "allowed: another method or problem"),
             )
-        if h is None or n_steps is None:
+        if config is not None and ev is not None:
+            _check_sample_sizes(chk, mkey, cls, config, ev)
+        if h is None or n_steps is None or ev is None:
             continue
         for d in mdims:
             for s in seeds:
@@ -350,11 +338,27 @@ def _check_experiment(
     return runs
 
 
+def _check_sample_sizes(chk: _Checker, mkey: str, cls, config, ev: EvalSpec) -> None:
+    """Evaluation draws ``n_samples`` and ``n_mc`` samples of P_k: a method that holds fewer cannot give them."""
+    limit = cls.sample_limit(config)
+    if limit is None:
+        return
+    for field in ("n_samples", "n_mc"):
+        asked = getattr(ev, field)
+        if asked > limit:
+            chk.err(
+                f"{mkey}.params",
+                f"method {cls.name!r} holds {limit} particles but eval.{field} asks for {asked} samples of P_k; "
+                f"allowed: eval.{field} <= {limit}, or more particles",
+            )
+
+
 def parse_suite(data: Any, path: str = "<suite>") -> Suite:
     """Validate a parsed suite document and expand it into runs; raise :class:`SuiteError` on mistakes."""
     chk = _Checker(path)
     if data is None:
         raise SuiteError([f"{path}: {TOP}: the suite is empty; required keys: ['experiments', 'name']"])
+    _check_size(chk, data)
     data = chk.mapping(data, TOP, None)
     if chk.errors:
         raise SuiteError(chk.errors)
@@ -362,33 +366,63 @@ def parse_suite(data: Any, path: str = "<suite>") -> Suite:
     name = chk.name(data.get("name"), "name") if "name" in data else None
     desc = data.get("description", "")
     if not isinstance(desc, str):
-        chk.err("description", f"must be a string, got {desc!r}")
+        chk.err("description", f"must be a string, got {short(desc)}")
     ev_raw = chk.mapping(data.get("eval"), "eval")
-    _check_params(chk, "eval", ev_raw, {f.name: f.default for f in dataclasses.fields(EvalSpec)})
-    for k in ("n_samples", "n_w2", "n_mc"):
-        if k in ev_raw and isinstance(ev_raw[k], int) and ev_raw[k] < 2:
-            chk.err(f"eval.{k}", f"must be >= 2, got {ev_raw[k]}")
-    if isinstance(ev_raw.get("every"), int) and ev_raw["every"] < 1:
-        chk.err("eval.every", f"must be >= 1, got {ev_raw['every']}")
+    n_err = len(chk.errors)
+    chk.params("eval", EvalSpec, ev_raw)
+    ev = EvalSpec(**ev_raw) if len(chk.errors) == n_err else None
     defaults = chk.mapping(data.get("defaults"), "defaults", DEFAULT_KEYS)
     if "time_budget_s" in defaults:
-        defaults = {
-            "time_budget_s": chk.number(defaults["time_budget_s"], "defaults.time_budget_s", minimum=0, strict=True)
-        }
+        defaults = {"time_budget_s": _budget(chk, defaults["time_budget_s"], "defaults.time_budget_s")}
     n_err = len(chk.errors)
     experiments = chk.mapping(data.get("experiments"), "experiments")
     if "experiments" in data and not experiments and len(chk.errors) == n_err:
         chk.err("experiments", "must define at least one experiment; allowed: a mapping of names to experiments")
     runs: list[RunSpec] = []
     # experiments are checked even when the top level has mistakes, so that every mistake is listed
-    ev = EvalSpec(**ev_raw) if not chk.errors else EvalSpec()
     for ename, exp in experiments.items():
-        if chk.name(ename, f"experiments.{ename}") is None:
-            continue
-        runs += _check_experiment(chk, ename, exp, defaults, name or "", ev)
+        if chk.name(ename, f"experiments.{short(ename)}" if not isinstance(ename, str) else f"experiments.{ename}"):
+            runs += _check_experiment(chk, ename, exp, defaults, name or "", ev)
+    if len(runs) > MAX_RUNS:
+        chk.err(TOP, f"expands to {len(runs)} runs; allowed: at most {MAX_RUNS}")
     if chk.errors:
         raise SuiteError(chk.errors)
     return Suite(name=name, description=desc, path=path, runs=tuple(runs))
+
+
+def _check_size(chk: _Checker, data: Any) -> None:
+    """Refuse documents that are too deep or too large once YAML aliases are expanded, without expanding them
+    (sizes are memoised per node, so an alias bomb costs its number of distinct nodes)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        if not isinstance(node, dict | list):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    try:
+        n = size(data, 0)
+    except _TooDeep:
+        raise SuiteError([f"{chk.path}: {TOP}: nested deeper than {MAX_DEPTH} levels; allowed: a suite"]) from None
+    if n > MAX_NODES:
+        raise SuiteError(
+            [f"{chk.path}: {TOP}: more than {MAX_NODES} values once YAML aliases are expanded; allowed: a suite"]
+        )
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def load_yaml(text: str):
@@ -400,9 +434,15 @@ def load_suite(path: str | Path) -> Suite:
     """Read, validate and expand a suite file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise SuiteError([f"{path}: cannot read the suite file: {e.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(
+            [f"{path}: byte {e.start}: not UTF-8 text ({e.reason}); allowed: a UTF-8 encoded YAML file"]
+        ) from None
     try:
         data = load_yaml(text)
     except _DuplicateKey as e:
@@ -416,7 +456,41 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(
             [f"{path}: {where}: not valid YAML ({problem}); allowed: a YAML mapping (see suites/default.yaml)"]
         ) from None
+    except RecursionError:
+        raise SuiteError([f"{path}: {TOP}: nested too deeply to parse; allowed: a suite"]) from None
     return parse_suite(data, str(path))
+
+
+def suite_from_args(
+    problem: str,
+    method: str,
+    dim: int,
+    *,
+    seed: int = 0,
+    step_size: float = 0.05,
+    n_steps: int = 20,
+    problem_params: dict | None = None,
+    method_params: dict | None = None,
+    eval_params: dict | None = None,
+    time_budget_s: float | None = None,
+    experiment: str | None = None,
+    suite: str = "adhoc",
+) -> RunSpec:
+    """The one run that a command line (or a Python call) describes, validated exactly as a suite's run is."""
+    exp: dict[str, Any] = {
+        "problem": problem,
+        "problem_params": problem_params or {},
+        "dims": [dim],
+        "seeds": [seed],
+        "step_size": step_size,
+        "n_steps": n_steps,
+        "methods": {method: {"params": method_params or {}}},
+    }
+    if time_budget_s is not None:
+        exp["time_budget_s"] = time_budget_s
+    doc = {"name": suite, "eval": eval_params or {}, "experiments": {experiment or problem: exp}}
+    (spec,) = parse_suite(doc, "<command line>").runs
+    return spec
 
 
 class _DuplicateKey(yaml.YAMLError):

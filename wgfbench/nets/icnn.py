@@ -1,6 +1,6 @@
 r"""Input-convex potential psi whose gradient is a transport map (Amos et al. 2017; Mokrov et al. 2021 DenseICNN).
 
-Architecture (Mokrov et al. 2021, ``DenseICNN``; variational-jko.md §1.3), for hidden sizes w_1..w_L:
+Architecture (Mokrov et al., NeurIPS 2021, ``DenseICNN``), for hidden sizes w_1..w_L:
 
     z_1     = Quad_1(x)
     z_{l+1} = act( W_l^+ z_l + Quad_{l+1}(x) ),            l = 1..L-1

@@ -1,11 +1,11 @@
 r"""Porous medium equation dP/dt = Δ(P^m), m > 1, in R^n, started from a Barenblatt profile.
 
-The PME is the W2 gradient flow (Otto 2001) of the generalised entropy
+The PME is the W2 gradient flow (Otto, Comm. PDE 2001) of the generalised entropy
 
     G(P) = 1/(m-1) ∫ P^m dx,     first variation m/(m-1) P^{m-1},  velocity -m P^{m-2} ∇P.
 
-**Barenblatt profile** (Zel'dovich-Kompaneets 1950, Barenblatt 1952, Pattle 1959; Vázquez 2007 ch. 4;
-closed-forms-and-pitfalls.md §4b). With p := 1/(m-1),
+**Barenblatt profile** (Zel'dovich-Kompaneets 1950, Barenblatt 1952, Pattle 1959; Vázquez 2007 ch. 4).
+With p := 1/(m-1),
 
     U(x, τ) = τ^{-α} (C - k |x|^2 τ^{-2β})_+^p,
     α = n/(n(m-1)+2),  β = α/n,  k = α(m-1)/(2mn),
@@ -48,11 +48,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from wgfbench.params import Positive, Range
+from wgfbench.problems.base import ProblemDefaults, problem_factory
 
 CONVENTIONS = ("unit_mass", "fan")
 FAN_SUPPORT_RADIUS = {3: 0.4, 6: 0.6}
@@ -203,7 +206,7 @@ def jko_radius_step(radius: float, h: float, n: int, m: float) -> float:
 
 # --- the problem -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BarenblattProblem:
+class BarenblattProblem(ProblemDefaults):
     """PME from a Barenblatt profile; all references are unit-mass laws (module docstring)."""
 
     dim: int
@@ -214,7 +217,7 @@ class BarenblattProblem:
     seed: int = 0
     name: str = "barenblatt"
     functional: str = "generalised_entropy"
-    compact_support: ClassVar[bool] = True  # no generic SymKL: see wgfbench.metrics_porous for the KL directions
+    compact_support: ClassVar[bool] = True  # no generic SymKL: see wgfbench.metrics.porous for the KL directions
 
     @property
     def mass(self) -> float:
@@ -276,33 +279,15 @@ class BarenblattProblem:
             "radius0": self.radius(0.0),
         }
 
-    def extra_metrics(
-        self,
-        t: float,
-        samples: Tensor,
-        model_log_density_at_samples: Tensor | None = None,
-        model_log_density=None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, float]:
-        """Porous-medium metrics of model samples at flow time t; see :mod:`wgfbench.metrics_porous`."""
-        from wgfbench.metrics_porous import porous_metrics
 
-        return porous_metrics(
-            self.reference(t),
-            samples,
-            model_log_density_at_samples=model_log_density_at_samples,
-            model_log_density=model_log_density,
-            generator=generator,
-        )
-
-
+@problem_factory("barenblatt")
 def make_barenblatt(
     dim: int,
     seed: int = 0,
-    m: float = 2.0,
-    t0: float = 1e-3,
-    convention: str = "unit_mass",
-    support_radius: float | None = None,
+    m: Annotated[float, Range(1.0, None, open_low=True)] = 2.0,
+    t0: Positive = 1e-3,
+    convention: Literal["unit_mass", "fan"] = "unit_mass",
+    support_radius: Positive | None = None,
 ) -> BarenblattProblem:
     """Build a Barenblatt problem. The instance does not depend on ``seed`` (kept for records).
 

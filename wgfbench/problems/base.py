@@ -1,20 +1,33 @@
 """What a problem of the suite is: an initial law, an energy functional, and exact references.
 
-A problem is a Wasserstein gradient flow dP/dt = -grad_W F(P) started from P_0, for which the suite
-knows the exact solution P_t (``reference(t)``) and, where it exists in closed form, the exact JKO
-iterate P_k^JKO of step size h (``jko_reference(k, h)``), the time-discretisation floor.
+A problem is a Wasserstein gradient flow dP/dt = -grad_W F(P) started from P_0, for which the suite knows the
+exact solution P_t (``reference(t)``) and, where it exists in closed form, the exact JKO iterate P_k^JKO of step
+size h (``jko_reference(k, h)``), the time-discretisation floor.
 
-Two functional families are supported, matching the (A, B, Gamma) triples of Fan et al. (2022,
-Table 1):
+A problem is one module of :mod:`wgfbench.problems` with a factory ``make(dim, seed, **params)`` marked by
+:func:`problem_factory`; its parameters are validated from the factory's annotations (:mod:`wgfbench.params`),
+and the instance is a pure function of (dim, seed, params). The instance satisfies :class:`Problem`, the
+contract every problem meets (tests/test_problem_contract.py checks it for every registered problem), and
+declares what else it offers through the **capability protocols** below, which methods name in their
+``requires`` so that a pairing that cannot run is refused at validation with one line:
 
-* ``"kl"``: F(P) = temperature * KL(P || Q) with Q ∝ exp(log_target) known up to a constant.
-  For OU, temperature = 1/beta and log_target(x) = -beta/2 (x-b)^T A (x-b), so that
-  F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential.
-* ``"generalised_entropy"``: F(P) = 1/(m-1) ∫ P^m dx (porous medium equation, dP/dt = ΔP^m).
+* :class:`KLProblem`: F(P) = temperature * KL(P || Q) with Q ∝ exp(log_target) known up to a constant (Fan et
+  al., ICML 2022, Table 1, the KL row). For OU, temperature = 1/beta and log_target(x) = -beta/2 (x-b)^T A (x-b),
+  so that F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential.
+* :class:`EntropyProblem`: F(P) = 1/(m-1) ∫ P^m dx (the porous medium equation dP/dt = ΔP^m; Otto 2001).
+* :class:`GaussianOUProblem`: an OU flow with closed-form Gaussian marginals and exact JKO steps.
+* :class:`StationaryProblem`: the reference is the stationary target for every t (``transient`` False), with an
+  exact sampler of it (``target()``).
+
+Optional facts every problem has, with the defaults of :class:`ProblemDefaults` (a problem class inherits them
+and overrides what differs): ``transient`` (True: reference(t) depends on t), ``compact_support`` (the
+reference vanishes outside a ball: density SymKL is not defined, see :mod:`wgfbench.metrics.porous`),
+``time_of_step(k, h) = k h`` and ``jko_reference`` None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -25,7 +38,7 @@ Functional = Literal["kl", "generalised_entropy"]
 
 @runtime_checkable
 class Law(Protocol):
-    """A probability law the suite can sample exactly; log_density may be unnormalised-free."""
+    """A probability law the suite can sample exactly and whose log-density it can evaluate."""
 
     @property
     def dim(self) -> int: ...
@@ -35,7 +48,7 @@ class Law(Protocol):
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
         """n exact samples, (n, d), drawn in ``dtype``: float64 for references and metrics; a method may ask
-        for its own dtype (float32 normals are ~5x cheaper to draw on the CPU than float64 ones)."""
+        for its own dtype (float32 normals are several times cheaper to draw on the CPU than float64 ones)."""
         ...
 
     def log_density(self, x: Tensor) -> Tensor: ...
@@ -43,23 +56,95 @@ class Law(Protocol):
 
 @runtime_checkable
 class Problem(Protocol):
-    """The contract every problem implements (see module docstring)."""
+    """The contract every problem implements (see the module docstring)."""
 
     name: str
     dim: int
     functional: Functional
+    transient: bool
+    compact_support: bool
 
     def initial(self) -> Law:
         """P_0."""
 
     def reference(self, t: float) -> Law:
-        """The exact solution P_t of the PDE."""
+        """The exact solution P_t of the PDE (for a stationary problem: the target, for every t)."""
 
     def jko_reference(self, k: int, h: float) -> Law | None:
         """The exact k-th JKO iterate with step h, or None where no closed form exists."""
 
     def time_of_step(self, k: int, h: float) -> float:
-        """Flow time reached after k JKO steps of size h (k*h for every problem of the suite)."""
+        """Flow time reached after k JKO steps of size h."""
 
     def describe(self) -> dict[str, object]:
         """Scalar parameters identifying the instance (stored in records)."""
+
+
+@runtime_checkable
+class KLProblem(Problem, Protocol):
+    """a KL functional: temperature and an unnormalised log target.
+
+    F(P) = temperature * KL(P || Q), Q ∝ exp(log_target); ``log_target`` is differentiable and computed in
+    x's dtype and device.
+    """
+
+    temperature: float
+
+    def log_target(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class EntropyProblem(Problem, Protocol):
+    """a generalised-entropy functional 1/(m-1) ∫ P^m (porous medium), with m > 1."""
+
+    m: float
+
+
+@runtime_checkable
+class GaussianOUProblem(KLProblem, Protocol):
+    """closed-form Gaussian OU marginals and exact JKO steps.
+
+    dX = -A (X - b) dt + sqrt(2/beta) dW from a Gaussian P_0; ``free_energy`` of a Gaussian law in closed form
+    (:mod:`wgfbench.problems.ou`).
+    """
+
+    A: Tensor
+    b: Tensor
+    beta: float
+
+    def free_energy(self, law) -> float: ...
+
+
+@runtime_checkable
+class StationaryProblem(Problem, Protocol):
+    """a stationary target: reference(t) is the target for every t, with an exact sampler (target())."""
+
+    def target(self) -> Law: ...
+
+
+# what a problem of each functional kind provides (a method handling that functional relies on it)
+FUNCTIONAL_PROTOCOLS: dict[str, type] = {"kl": KLProblem, "generalised_entropy": EntropyProblem}
+
+
+class ProblemDefaults:
+    """The declared defaults of the optional facts of :class:`Problem` (module docstring); inherit them."""
+
+    transient: bool = True
+    compact_support: bool = False
+
+    def jko_reference(self, k: int, h: float) -> Law | None:
+        return None
+
+    def time_of_step(self, k: int, h: float) -> float:
+        return k * h
+
+
+def problem_factory(name: str) -> Callable[[Callable], Callable]:
+    """Mark ``make(dim, seed, **params) -> Problem`` as the factory of the problem called ``name``
+    (:mod:`wgfbench.registry` finds it)."""
+
+    def mark(factory: Callable) -> Callable:
+        factory.__wgfbench_problem__ = name
+        return factory
+
+    return mark

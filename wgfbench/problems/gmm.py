@@ -18,44 +18,45 @@ the transient (small by t = 4 for these targets).
 **Instance generators** (a pure function of (dim, seed, generator); the seed picks a different target,
 as in both papers, where the target is drawn after seeding):
 
-* ``fan`` (variational-jko.md §2.3, Fan et al.'s ``gmm_d*`` configs): 10 equal-weight components
+* ``fan`` (Fan et al., ICML 2022, §5.2, and their ``gmm_d*`` configs): 10 equal-weight components
   N(m_i, I), m_i ~ Unif[-B, B]^d with B = 5 for d <= 8, 3 for 8 < d <= 32 (Fan: d = 17, 24, 32), 2 for
   32 < d <= 64, 1.5 above (Fan: d = 128). Fan has no d in 9..16; B = 3 there is our interpolation.
-* ``mokrov`` (peer-methods.md §2.1, Mokrov et al.'s ``convergence_comparison_dim_*`` "cube" layout):
+* ``mokrov`` (Mokrov et al., NeurIPS 2021, §5.2, and their ``convergence_comparison_dim_*`` "cube" layout):
   n_c = d//2 + 4 equal-weight components N(m_i, I), m_i ~ Unif[-5, 5]^d (their configs: 5, 6, 7, 8, 9,
   10 centres for d = 2, 4, ..., 12; odd d use the same formula, our extension).
 
 Both start from P_0 = N(0, 16 I). ``n_components``, ``bound`` and ``std`` override the generator's values.
 
-**Extra metrics** (:meth:`GMMProblem.extra_metrics`, merged into every evaluated row):
+**Metrics** (computed by :mod:`wgfbench.evaluate` for every stationary problem, from the problem's data: its
+exact sampler ``target()``, its score and its exact moments ``target_moments()``):
 
-* ``ksd`` / ``ksd_floor``: kernel Stein discrepancy (squared, U-statistic) with the RBF kernel
-  exp(-beta |x - y|^2) and the target's score (autograd of ``log_target``), averaged over disjoint batches of
-  ``ksd_batch_size`` samples (at most ``ksd_batches``), as Fan et al.'s metric; beta = 1/(2 med^2) with med the
-  median distance between the disjoint pairs of 10,000 exact target samples (Fan's rule, fixed per instance,
-  ``describe()["ksd_beta"]``). The floor is the same statistic on exact target samples of the same size; being an
-  unbiased estimate of 0 it fluctuates around 0 (it can be negative, and so can ``ksd`` for a near-perfect model).
+* ``ksd`` / ``ksd_floor``: kernel Stein discrepancy (squared, U-statistic) with the RBF kernel exp(-beta |x - y|^2)
+  and the target's score, averaged over disjoint batches (Fan et al.'s metric); beta = 1/(2 med^2) with med the
+  median distance between the disjoint pairs of 10,000 exact target samples (Fan's rule, fixed per instance). The
+  floor is the same statistic on exact target samples of the same size; being an unbiased estimate of 0 it
+  fluctuates around 0 (it can be negative, and so can ``ksd`` for a near-perfect model).
 * ``symkl_moment_target`` / ``_floor``: closed-form SymKL between the Gaussian moment fit of the samples and the
-  moment-matched Gaussian of Q (exact mean and covariance above). It **only sees the first two moments**: a
-  sampler that has the right mean and covariance but the wrong modes scores 0. It is the GMM analogue of Fan's
-  OU metric, a cheap companion to the KSD and the sample distances, not a substitute for them.
+  moment-matched Gaussian of Q. It **only sees the first two moments**: a sampler that has the right mean and
+  covariance but the wrong modes scores 0. It is the GMM analogue of Fan's OU metric, a cheap companion to the
+  KSD and the sample distances, not a substitute for them.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from wgfbench import metrics
-from wgfbench.problems.gaussian import GaussianLaw, moment_fit
+from wgfbench.params import Count, Positive
+from wgfbench.problems.base import ProblemDefaults, problem_factory
+from wgfbench.problems.gaussian import GaussianLaw
 
 GENERATORS = ("fan", "mokrov")
 INIT_VAR = 16.0
-KSD_BETA_SAMPLES = 10_000
 
 
 def fan_bound(dim: int) -> float:
@@ -152,39 +153,34 @@ class GaussianMixtureLaw:
 
 
 @dataclass(frozen=True)
-class GMMProblem:
+class GMMProblem(ProblemDefaults):
     """KL flow to a Gaussian mixture; errors are to the stationary target (module docstring)."""
 
-    target: GaussianMixtureLaw
+    mixture: GaussianMixtureLaw
     init_var: float = INIT_VAR
     generator_name: str = "fan"
     seed: int = 0
     bound: float = 5.0
-    ksd_batch_size: int = 1000
-    ksd_batches: int = 10
     name: str = "gmm"
     functional: str = "kl"
     temperature: float = 1.0
-    ksd_beta: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.ksd_batch_size < 2 or self.ksd_batches < 1:
-            raise ValueError(
-                f"need ksd_batch_size >= 2 and ksd_batches >= 1, got {self.ksd_batch_size}, {self.ksd_batches}"
-            )
-        gen = torch.Generator().manual_seed(
-            zlib.crc32(f"wgfbench-gmm-ksd-beta-{self.generator_name}@{self.dim}@{self.seed}".encode())
-        )
-        beta = metrics.median_heuristic_beta(self.target.sample(KSD_BETA_SAMPLES, gen))
-        object.__setattr__(self, "ksd_beta", beta)
+    transient: ClassVar[bool] = False
 
     @property
     def dim(self) -> int:
-        return self.target.dim
+        return self.mixture.dim
+
+    def target(self) -> GaussianMixtureLaw:
+        """The stationary target Q (exact sampler and density)."""
+        return self.mixture
+
+    def target_moments(self) -> GaussianLaw:
+        """The Gaussian with Q's exact mean and covariance."""
+        return self.mixture.moment_law()
 
     def log_target(self, x: Tensor) -> Tensor:
         """Exact (normalised) log Q(x), in x's dtype and device, differentiable."""
-        return self.target.log_density_any(x)
+        return self.mixture.log_density_any(x)
 
     def score(self, x: Tensor) -> Tensor:
         """grad log Q by autograd of :meth:`log_target` (rows independent: one backward gives every row)."""
@@ -201,64 +197,29 @@ class GMMProblem:
         """The stationary target Q, for every t (no closed-form transient; module docstring)."""
         if t < 0:
             raise ValueError(f"flow time must be >= 0, got {t}")
-        return self.target
-
-    def jko_reference(self, k: int, h: float) -> None:
-        return None
-
-    def time_of_step(self, k: int, h: float) -> float:
-        return k * h
+        return self.mixture
 
     def describe(self) -> dict[str, object]:
         return {
             "generator": self.generator_name,
-            "n_components": self.target.n_components,
+            "n_components": self.mixture.n_components,
             "bound": self.bound,
-            "std": float(self.target.stds[0]),
+            "std": float(self.mixture.stds[0]),
             "init_var": self.init_var,
-            "ksd_beta": self.ksd_beta,
-            "target_trace_cov": float(torch.trace(self.target.cov())),
+            "target_trace_cov": float(torch.trace(self.mixture.cov())),
             "reference": "stationary target for every t",
         }
 
-    # --- metrics -------------------------------------------------------------------------------------
-    def ksd(self, x: Tensor) -> float:
-        """Squared KSD U-statistic of samples x against Q (module docstring)."""
-        x = x.detach().to(torch.float64).cpu()
-        return metrics.kernel_stein_discrepancy(
-            x, self.score(x), self.ksd_beta, batch_size=self.ksd_batch_size, max_batches=self.ksd_batches
-        )
 
-    def extra_metrics(
-        self,
-        t: float,
-        samples: Tensor,
-        model_log_density_at_samples: Tensor | None = None,
-        model_log_density=None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, float]:
-        """``ksd``, ``symkl_moment_target`` and their noise floors (module docstring)."""
-        x = samples.detach().to(torch.float64).cpu()
-        exact = self.target.sample(x.shape[0], generator)
-        target_fit = self.target.moment_law()
-        return {
-            "ksd": self.ksd(x),
-            "ksd_floor": self.ksd(exact),
-            "symkl_moment_target": metrics.gaussian_symkl(moment_fit(x), target_fit),
-            "symkl_moment_target_floor": metrics.gaussian_symkl(moment_fit(exact), target_fit),
-        }
-
-
+@problem_factory("gmm")
 def make_gmm(
     dim: int,
     seed: int,
-    generator: str = "fan",
-    n_components: int | None = None,
-    bound: float | None = None,
-    std: float = 1.0,
-    init_var: float = INIT_VAR,
-    ksd_batch_size: int = 1000,
-    ksd_batches: int = 10,
+    generator: Literal["fan", "mokrov"] = "fan",
+    n_components: Count | None = None,
+    bound: Positive | None = None,
+    std: Positive = 1.0,
+    init_var: Positive = INIT_VAR,
 ) -> GMMProblem:
     """Build a mixture instance as a pure function of (dim, seed, generator, parameters); module docstring."""
     if dim < 1:
@@ -276,12 +237,4 @@ def make_gmm(
     gen = torch.Generator().manual_seed(zlib.crc32(f"wgfbench-gmm-{generator}@{dim}@{seed}".encode()))
     means = b * (2.0 * torch.rand(k, dim, generator=gen, dtype=torch.float64) - 1.0)
     target = GaussianMixtureLaw(means, torch.full((k,), float(std)), torch.full((k,), 1.0 / k))
-    return GMMProblem(
-        target=target,
-        init_var=float(init_var),
-        generator_name=generator,
-        seed=seed,
-        bound=b,
-        ksd_batch_size=ksd_batch_size,
-        ksd_batches=ksd_batches,
-    )
+    return GMMProblem(mixture=target, init_var=float(init_var), generator_name=generator, seed=seed, bound=b)

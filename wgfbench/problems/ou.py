@@ -5,7 +5,7 @@ FPE  dP/dt = div(P A (x - b)) + beta^-1 ΔP, the W2 gradient flow (Jordan-Kinder
 
     F(P) = ∫ ½ (x-b)^T A (x-b) dP + beta^-1 ∫ P log P = beta^-1 KL(P || N(b, (beta A)^-1)) + const.
 
-Closed forms (closed-forms-and-pitfalls.md §4a), with A = U diag(a) U^T:
+Closed forms (Risken, The Fokker-Planck Equation, 1989, §5), with A = U diag(a) U^T:
 
 * mean        m_t = b + e^{-At} (m0 - b)
 * covariance  S_t = e^{-At} S0 e^{-At} + U diag((1 - e^{-2 a_i t}) / (beta a_i)) U^T
@@ -13,7 +13,7 @@ Closed forms (closed-forms-and-pitfalls.md §4a), with A = U diag(a) U^T:
 * stationary  N(b, (beta A)^-1)
 * free energy F(P_t) = ½ tr(A S_t) + ½ (m_t-b)^T A (m_t-b) - (1/(2 beta)) log det(2 pi e S_t)
 
-Exact JKO iterate (closed-forms-and-pitfalls.md §4e; re-derived in :func:`exact_jko_step`): the
+Exact JKO iterate (derived in :func:`exact_jko_step`): the
 minimiser of (1/(2h)) W2^2(P, P_k) + F(P) over P stays Gaussian.
 
 Instance generators (instances are a pure function of (dim, seed, generator)):
@@ -32,12 +32,15 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
 import torch
 from torch import Tensor
 
+from wgfbench.params import Positive
+from wgfbench.problems.base import ProblemDefaults, problem_factory
 from wgfbench.problems.gaussian import GaussianLaw, sym, sym_fn
 
 GENERATORS = ("spectrum", "legacy_make_spd")
@@ -58,7 +61,7 @@ def legacy_make_spd(dim: int, rng: np.random.RandomState) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class OUProblem:
+class OUProblem(ProblemDefaults):
     """OU instance; all tensors float64 on the CPU. See the module docstring for the maths."""
 
     A: Tensor
@@ -177,14 +180,15 @@ def exact_jko_step(problem: OUProblem, law: GaussianLaw, h: float) -> GaussianLa
     return GaussianLaw(mean, t_map @ law.cov @ t_map)
 
 
+@problem_factory("ou")
 def make_ou(
     dim: int,
     seed: int,
-    generator: str = "spectrum",
-    a_min: float = 1.0,
-    a_max: float = 2.0,
-    beta: float = 1.0,
-    init_scale: float = 1.0,
+    generator: Literal["spectrum", "legacy_make_spd"] = "spectrum",
+    a_min: Positive = 1.0,
+    a_max: Positive = 2.0,
+    beta: Positive = 1.0,
+    init_scale: Positive = 1.0,
 ) -> OUProblem:
     """Build an OU instance as a pure function of (dim, seed, generator, parameters).
 

@@ -1,9 +1,9 @@
 """pytest-benchmark micro-benchmarks of the hot kernels (not part of the ordinary test run).
 
-Run, save a baseline, compare against it (see suites/microbench/README.md)::
+Run, save a baseline, compare against it (see benchmarks/microbench/README.md)::
 
-    pytest suites/microbench --benchmark-enable --benchmark-only --benchmark-save=NAME
-    pytest suites/microbench --benchmark-enable --benchmark-only --benchmark-compare \\
+    pytest benchmarks/microbench --benchmark-enable --benchmark-only --benchmark-save=NAME
+    pytest benchmarks/microbench --benchmark-enable --benchmark-only --benchmark-compare \\
         --benchmark-compare-fail=median:100%
 
 Every benchmark runs on one CPU thread; provenance (git commit, versions, device) is added to the
@@ -12,12 +12,8 @@ saved JSON (``wgfbench_provenance``; the stable part also to ``machine_info``).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # suites/, for `workloads`
 torch.set_num_threads(1)
 
 

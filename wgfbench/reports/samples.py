@@ -33,10 +33,11 @@ import torch
 from torch import Tensor
 
 from wgfbench import registry
+from wgfbench.loop import Budget, BudgetExceeded, advance, build
 from wgfbench.methods.base import Diverged
-from wgfbench.plots import _save, _style, method_colors
+from wgfbench.reports.figures import _style, method_colors, save
+from wgfbench.reports.tables import ordered_methods
 from wgfbench.suites import RunSpec
-from wgfbench.tables import ordered_methods
 
 
 @dataclasses.dataclass
@@ -53,22 +54,25 @@ class Rerun:
 
 
 def rerun(spec: RunSpec, n: int, sample_seed: int = 0, record: pd.DataFrame | None = None) -> Rerun:
-    """Re-run ``spec``'s training (module docstring) and draw ``n`` samples of its last P_k."""
+    """Re-run ``spec``'s training through the one loop (module docstring) and draw ``n`` samples of its last P_k."""
     t0 = time.perf_counter()
-    status, loss, k = "ok", math.nan, 0
+    status, loss, method = "ok", math.nan, None
     try:
-        problem = registry.make_problem(spec.problem, spec.dim, spec.seed, spec.problem_params)
-        method = registry.make_method(spec.method, problem, spec.step_size, spec.method_params, spec.seed)
-        for k in range(1, spec.n_steps + 1):
-            loss = method.step().loss
-            if spec.time_budget_s is not None and time.perf_counter() - t0 > spec.time_budget_s and k < spec.n_steps:
-                status = "timeout"
-                break
+        _, method = build(spec)
+
+        def keep_loss(k: int, stats) -> None:
+            nonlocal loss
+            loss = math.nan if stats.loss is None else stats.loss
+
+        try:
+            advance(method, spec.n_steps, Budget(spec.time_budget_s), keep_loss)
+        except BudgetExceeded:
+            status = "timeout"
         samples = method.sample(n, torch.Generator().manual_seed(sample_seed)).to(torch.float64)
     except Diverged:
-        return Rerun(spec, None, k - 1, "diverged", time.perf_counter() - t0)
+        return Rerun(spec, None, method.k if method is not None else 0, "diverged", time.perf_counter() - t0)
     except Exception:  # a broken method must not stop the figure of the others
-        return Rerun(spec, None, k, "failed", time.perf_counter() - t0)
+        return Rerun(spec, None, method.k if method is not None else 0, "failed", time.perf_counter() - t0)
     out = Rerun(spec, samples, method.k, status, time.perf_counter() - t0, float(loss))
     if record is not None and "loss" in record and len(record):
         last = record.sort_values("k").iloc[-1]
@@ -133,7 +137,7 @@ def samples_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def job_samples_figure(

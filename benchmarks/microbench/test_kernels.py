@@ -8,8 +8,9 @@ Groups put the compared implementations side by side in pytest-benchmark's table
 from __future__ import annotations
 
 import pytest
-import workloads as W
 from conftest import run
+
+from wgfbench.bench import workloads as W
 
 
 @pytest.mark.parametrize("impl", ["ours", "naive"])

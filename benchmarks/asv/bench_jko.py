@@ -1,14 +1,13 @@
 """Time and peak memory of one JKO step per registered method and dimension, and accuracy after a small budget."""
 
-import workloads as W
-
+from wgfbench.bench import workloads as W
 from wgfbench.methods.base import UnsupportedProblem
-from wgfbench.registry import METHODS
+from wgfbench.registry import methods
 from wgfbench.timing import measure
 
 from . import DEVICE, SMALL
 
-METHOD_NAMES = tuple(sorted(METHODS))
+METHOD_NAMES = tuple(methods())
 DIMS = (2, 16) if SMALL else (2, 16, 64)
 
 
@@ -122,7 +121,7 @@ class AccuracyAfterBudget:
 
     def setup_cache(self):
         return {
-            (method, dim): W.accuracy_after_budget(method, dim) if method in METHODS else None
+            (method, dim): W.accuracy_after_budget(method, dim) if method in methods() else None
             for method in self.params[0]
             for dim in self.params[1]
         }

@@ -1,6 +1,6 @@
 """Speed workloads shared by every timing consumer: one definition, four users.
 
-* the asv suite (``suites/asv_bench``), the pytest-benchmark micro-benchmarks (``suites/microbench``),
+* the asv suite (``benchmarks/asv``), the pytest-benchmark micro-benchmarks (``benchmarks/microbench``),
   the CI timing gate (``scripts/timing_gate.py``) and the timing table (``scripts/timing_table.py``)
   all build their work through the functions below and time it with :mod:`wgfbench.timing`.
 
@@ -13,12 +13,12 @@ This module also holds the two *reference implementations* the speed claims are 
 (benchmark-local on purpose, they are not part of the library):
 
 * :func:`naive_train_step`: the variational JKO inner loop written as a straightforward
-  reimplementation of Fan et al.'s training loop would be (variational-jko.md §1.5);
+  reimplementation of Fan et al.'s training loop would be (ICML 2022, Algorithm 1);
 * :func:`per_coordinate_hessian`: the Hessian of an ICNN potential by d separate backward passes
   (one per coordinate of grad psi), as Mokrov et al.'s and Fan et al.'s code form it before ``logdet``.
 
-Budgets are deliberately small (timings, not accuracy): :data:`TIMING_PARAMS` per method. They are
-stated in every table that uses them.
+Budgets are deliberately small (timings, not accuracy): each method's class attribute ``timing_params``. They
+are stated in every table that uses them.
 """
 
 from __future__ import annotations
@@ -30,54 +30,35 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# Per-method parameter overrides for timing runs: a paper-sized network and minibatch, but few
-# inner iterations and few particles, so that one JKO step is well under a second on one CPU core.
-TIMING_PARAMS: dict[str, dict[str, Any]] = {
-    "variational_jko": {"n_particles": 8192, "iters_per_step": 10, "regen_chunk": 8192},
-    "jko_icnn_exact": {"iters_per_step": 10, "pretrain_iters": 20},  # n_particles = batch * iters = 10240
-    "jko_icnn_stochastic": {"iters_per_step": 10, "pretrain_iters": 20},
-    "em_particles": {"n_particles": 8192},
-    "exact_jko": {},
-    "identity": {},
-}
-# For a method not listed above: these fields are overridden when its Config has them.
-GENERIC_TIMING_PARAMS: dict[str, Any] = {
-    "n_particles": 8192,
-    "iters_per_step": 10,
-    "n_iters": 10,
-    "pretrain_iters": 50,
-    "regen_chunk": 8192,
-}
 STEP_SIZE = 0.05  # Fan et al.'s OU step
 
 
 def timing_params(method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The small timing budget of ``method`` (see :data:`TIMING_PARAMS`), CPU, plus ``overrides``."""
+    """The small timing budget of ``method`` (its class's ``timing_params``: paper-sized networks and minibatches,
+    few inner iterations and particles), on the CPU, plus ``overrides``."""
     from wgfbench.registry import method_class
 
-    if method in TIMING_PARAMS:
-        params = dict(TIMING_PARAMS[method])
-    else:
-        fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
-        params = {k: v for k, v in GENERIC_TIMING_PARAMS.items() if k in fields}
-    params.setdefault("device", "cpu")
+    params = {"device": "cpu", **method_class(method).timing_params}
     params.update(overrides or {})
     return params
 
 
-def build_jko(
-    method: str,
-    dim: int,
-    seed: int = 0,
-    params: dict[str, Any] | None = None,
-    problem: str = "ou",
-    step_size: float = STEP_SIZE,
-):
-    """A fresh ``method`` on ``problem`` in dimension ``dim`` with the timing budget (untimed)."""
-    from wgfbench.registry import make_method, make_problem
+def bench_spec(method: str, dim: int, seed: int = 0, params: dict[str, Any] | None = None, problem: str = "ou"):
+    """The RunSpec of a benchmark run: ``method`` on ``problem`` in dimension ``dim`` with the timing budget."""
+    from wgfbench.evaluate import EvalSpec
+    from wgfbench.suites import RunSpec
 
-    prob = make_problem(problem, dim, seed)
-    return make_method(method, prob, step_size, timing_params(method, params), seed)
+    return RunSpec(
+        "bench", problem, problem, {}, method, timing_params(method, params), dim, seed, STEP_SIZE, 1, EvalSpec()
+    )
+
+
+def build_jko(method: str, dim: int, seed: int = 0, params: dict[str, Any] | None = None, problem: str = "ou"):
+    """A fresh ``method`` on ``problem`` in dimension ``dim`` with the timing budget (untimed), built by the one
+    loop's :func:`wgfbench.loop.build`."""
+    from wgfbench.loop import build
+
+    return build(bench_spec(method, dim, seed, params, problem))[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +84,7 @@ def jko_step_workload(method: str, dim: int, repeats: int = 4, params: dict[str,
         setup,
         warmup=1,
         repeats=repeats,
-        description=f"one JKO step of {method} on OU, d={dim}, budget {timing_params(method, params)}",
+        description=f"one JKO step of {method} on OU, d={dim}, its timing budget (timing_params) + {params or {}}",
     )
 
 
@@ -203,19 +184,19 @@ def naive_train_step(m) -> float:
         y = m.particles[idx]
         gamma = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
         z = gamma.sample((cfg.batch_size,))
-        for _ in range(cfg.h_steps):
+        for _ in range(cfg.dual_steps):
             with torch.no_grad():
                 ty = m.T(y)
-            m.opt_h.zero_grad(set_to_none=False)
-            loss_h = -m.r.log_ratio(ty).mean() + m.r.ratio(z).mean()
+            m.opt_dual.zero_grad(set_to_none=False)
+            loss_h = -m.dual_net.log_ratio(ty).mean() + m.dual_net.ratio(z).mean()
             loss_h.backward()
-            m.opt_h.step()
+            m.opt_dual.step()
             logged = loss_h.item()
         for _ in range(cfg.t_steps):
             m.opt_t.zero_grad(set_to_none=False)
             ty = m.T(y)
-            transport = ((y - ty) ** 2).sum(-1).mean() / (2.0 * m.h)
-            energy = m.r.log_ratio(ty) + gamma.log_prob(ty) - m.problem.log_target(ty)
+            transport = ((y - ty) ** 2).sum(-1).mean() / (2.0 * m.step_size)
+            energy = m.dual_net.log_ratio(ty) + gamma.log_prob(ty) - m.problem.log_target(ty)
             loss_t = transport + kl.tau * energy.mean()
             loss_t.backward()
             m.opt_t.step()
@@ -232,7 +213,7 @@ def vjko_inner_workload(dim: int, iters: int = 10, naive: bool = False, repeats:
             return m._train_step
         cfg = m.config  # the optimisers a straightforward transcription would create: torch's default Adam
         m.opt_t = torch.optim.Adam(m.T.parameters(), lr=cfg.lr_t, weight_decay=cfg.weight_decay)
-        m.opt_h = torch.optim.Adam(m.r.parameters(), lr=cfg.lr_h, weight_decay=cfg.weight_decay)
+        m.opt_dual = torch.optim.Adam(m.dual_net.parameters(), lr=cfg.lr_dual, weight_decay=cfg.weight_decay)
         return lambda: naive_train_step(m)
 
     kind = "naive" if naive else "ours"
@@ -328,26 +309,30 @@ def gate_workloads() -> list[Workload]:
 
 
 # --- accuracy after a fixed small budget (asv track_ benchmarks) --------------------------------------
-ACCURACY_PARAMS: dict[str, dict[str, Any]] = {
-    "variational_jko": {"n_particles": 8192, "iters_per_step": 100, "regen_chunk": 8192},
-}
+ACCURACY_ITERS = 100  # inner iterations per JKO step of the accuracy budget (the timing budget otherwise)
 
 
 def accuracy_after_budget(method: str, dim: int, steps: int = 3, n_eval: int = 8192, seed: int = 0) -> dict[str, float]:
-    """Errors of ``method`` after ``steps`` JKO steps with the small accuracy budget (OU, h = STEP_SIZE).
+    """Errors of ``method`` after ``steps`` JKO steps with the small accuracy budget (OU, h = STEP_SIZE): the
+    timing budget with ``ACCURACY_ITERS`` inner iterations per step where the method has them.
 
     Moment-fit SymKL and Bures W2 of n_eval samples against the exact JKO iterate (the method's own
     target) and against the PDE solution at t = steps * h. Deterministic for a fixed seed on one thread.
     """
-    from wgfbench.metrics import bures_w2_moment, symkl_moment
+    import dataclasses as dc
 
-    params = ACCURACY_PARAMS.get(method, {})
-    m = build_jko(method, dim, seed=seed, params=params)
-    for _ in range(steps):
-        m.step()
+    from wgfbench.loop import advance
+    from wgfbench.metrics import bures_w2_moment, symkl_moment
+    from wgfbench.registry import method_class
+
+    fields = {f.name for f in dc.fields(method_class(method).Config)}
+    m = build_jko(
+        method, dim, seed=seed, params={"iters_per_step": ACCURACY_ITERS} if "iters_per_step" in fields else {}
+    )
+    advance(m, steps)
     x = m.sample(n_eval, torch.Generator().manual_seed(seed + 1))
-    jko_ref = m.problem.jko_reference(steps, m.h)
-    pde_ref = m.problem.reference(m.problem.time_of_step(steps, m.h))
+    jko_ref = m.problem.jko_reference(steps, m.step_size)
+    pde_ref = m.problem.reference(m.problem.time_of_step(steps, m.step_size))
     return {
         "symkl_vs_jko": symkl_moment(jko_ref, x),
         "bures_w2_vs_jko": bures_w2_moment(jko_ref, x),

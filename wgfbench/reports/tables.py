@@ -15,52 +15,28 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-RUN_KEYS = ["experiment", "problem", "method", "dim", "seed"]
-
-# (column, label, transform, floor column) in the order tables show them; missing columns are skipped.
-HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
-    ("symkl_moment", "log10 SymKL (moment fit) to the PDE solution", "log10", "symkl_moment_floor"),
-    ("symkl_moment_vs_jko", "log10 SymKL (moment fit) to the exact JKO iterate", "log10", "symkl_moment_vs_jko_floor"),
-    ("symkl_mc", "log10 SymKL (Monte Carlo, model density) to the PDE solution", "log10", None),
-    ("symkl_kde", "log10 SymKL (Monte Carlo, KDE of the samples; d <= 3) to the PDE solution", "log10", None),
-    # Gaussian-mixture sampling (stationary target; wgfbench.problems.gmm)
-    (
-        "symkl_moment_target",
-        "log10 SymKL (moment fits) to the target mixture",
-        "log10",
-        "symkl_moment_target_floor",
-    ),
-    ("ksd", "KSD² (RBF, U-statistic) to the target mixture", None, "ksd_floor"),
-    ("w2", "W2 (exact OT on samples) to the PDE solution", None, "w2_floor"),
-    ("sw2", "sliced W2 to the PDE solution", None, "sw2_floor"),
-    ("energy", "energy distance to the PDE solution", None, "energy_floor"),
-    ("gen_entropy_rel_err", "relative error of the generalised entropy (model densities)", None, None),
-    (
-        "gen_entropy_rel_err_knn",
-        "relative error of the generalised entropy (kNN, samples only)",
-        None,
-        "gen_entropy_rel_err_knn_floor",
-    ),
-    ("second_moment_rel_err", "relative error of the second moment", None, "second_moment_rel_err_floor"),
-    ("frac_outside_support", "fraction of model mass outside the exact support", None, None),
-]
+from wgfbench.metrics import catalogue
+from wgfbench.records import RUN_KEYS
 
 
-# The order of methods in every table and figure: the centrepiece, the neural baselines, the references.
-METHOD_ORDER = [
-    "variational_jko",
-    "jko_icnn_exact",
-    "jko_icnn_stochastic",
-    "em_particles",
-    "exact_jko",
-    "identity",
-]
+def headline_rows() -> list[tuple[str, str, str | None, str | None]]:
+    """(column, label, transform, floor column) of every table row, in catalogue order."""
+    rows = []
+    for metric in catalogue.METRICS:
+        for against in metric.table:
+            col = catalogue.column(metric.name, against)
+            floor = catalogue.column(metric.name, against, "floor") if metric.floor else None
+            rows.append((col, metric.title(against), metric.transform, floor))
+    return rows
 
 
 def ordered_methods(methods) -> list[str]:
-    """``methods`` in :data:`METHOD_ORDER`, any others after them alphabetically."""
+    """``methods`` in the registry's order (centrepiece, baselines, references; by name within a role), any
+    method the registry does not know (records of a method from elsewhere) after them alphabetically."""
+    from wgfbench.registry import methods as registered
+
     given = set(methods)
-    known = [m for m in METHOD_ORDER if m in given]
+    known = [m for m in registered() if m in given]
     return known + sorted(given - set(known))
 
 
@@ -131,7 +107,7 @@ def seconds_per_step(df: pd.DataFrame) -> pd.DataFrame:
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Long summary: one row per (experiment, method, dim, quantity) with mean, CI half-width, n."""
     out = []
-    for metric, label, transform, floor in HEADLINE_METRICS:
+    for metric, label, transform, floor in headline_rows():
         if metric not in df or df[metric].notna().sum() == 0:
             continue
         at_t = at_report_time(df, metric)
@@ -201,12 +177,18 @@ def markdown(df: pd.DataFrame, title: str | None = None) -> str:
                     )
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             lines.append("")
-        if "symkl_moment_jko_pde" in edf and edf["symkl_moment_jko_pde"].notna().any() and not es.empty:
-            disc = at_report_time(edf, "symkl_moment_jko_pde").groupby("dim")["symkl_moment_jko_pde"]
-            vals = disc.apply(lambda s: mean_ci(_log10(s))[0])
+        for metric in catalogue.METRICS if not es.empty else ():
+            col = catalogue.column(metric.name, part="jko_pde") if metric.discretisation and metric.table else None
+            if col is None or col not in edf or not edf[col].notna().any():
+                continue
+            disc = at_report_time(edf, col).groupby("dim")[col]
+            log = metric.transform == "log10"
+            vals = disc.apply(lambda s, log=log: mean_ci(_log10(s) if log else s)[0])
+            what = metric.exact_label
+            fmt = "{:.2f}" if log else "{:.3g}"
             lines += [
-                "Time-discretisation error of the exact JKO iterate (log10 SymKL to the PDE solution, closed form): "
-                + ", ".join(f"d={d}: {v:.2f}" for d, v in vals.items()),
+                f"Time-discretisation error of the exact JKO iterate ({'log10 ' if log else ''}{what}, closed form): "
+                + ", ".join(f"d={d}: {fmt.format(v)}" for d, v in vals.items()),
                 "",
             ]
         st = statuses[statuses["experiment"] == exp]

@@ -1,7 +1,7 @@
 """Hot kernels: the variational JKO inner iteration (ours vs a naive transcription) and the exact ICNN log-det
 (batched Hessians, closed form or torch.func, vs per-coordinate backward passes)."""
 
-import workloads as W
+from wgfbench.bench import workloads as W
 
 from . import SMALL
 

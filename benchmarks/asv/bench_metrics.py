@@ -5,9 +5,9 @@ CPU path of wgfbench.timing.
 """
 
 import torch
-import workloads as W
 
 from wgfbench import metrics
+from wgfbench.bench import workloads as W
 
 from . import SMALL
 

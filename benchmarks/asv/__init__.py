@@ -1,6 +1,6 @@
 """asv benchmarks of wgfbench (configuration: asv.conf.json at the repository root).
 
-The workloads are those of ``suites/workloads.py`` (shared with pytest-benchmark, the CI timing gate and
+The workloads are those of ``wgfbench/bench/workloads.py`` (shared with pytest-benchmark, the CI timing gate and
 ``scripts/timing_table.py``); every benchmark runs on one CPU thread unless WGFBENCH_BENCH_THREADS says
 otherwise, on the device named by WGFBENCH_BENCH_DEVICE (default "cpu"; "cuda" on a GPU machine, where
 asv must use ``--launch-method spawn``, the configured default). WGFBENCH_ASV_SMALL=1 shrinks the parameter
@@ -8,11 +8,9 @@ grids to what a CI run can afford (asv starts one process per benchmark and para
 """
 
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # suites/, for `workloads`
 torch.set_num_threads(int(os.environ.get("WGFBENCH_BENCH_THREADS", "1")))
 DEVICE = os.environ.get("WGFBENCH_BENCH_DEVICE", "cpu")
 SMALL = os.environ.get("WGFBENCH_ASV_SMALL", "0") == "1"

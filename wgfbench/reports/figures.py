@@ -22,34 +22,36 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from wgfbench.tables import at_report_time, ordered_methods, seconds_per_step
+from wgfbench.metrics import catalogue
+from wgfbench.reports.tables import at_report_time, ordered_methods, seconds_per_step
 
 _PALETTE = sns.color_palette("colorblind", 10)
-# Fixed, mutually distinct colours (the colour-blind palette's orange, vermillion and brown were once given to
-# three methods shown together): the neural methods get blue, orange, green and pink-purple; the two references
-# near-black (the exact JKO oracle, like the dashed discretisation line) and grey (identity).
-_METHOD_PALETTE_INDEX = {"variational_jko": 0, "jko_icnn_exact": 1, "jko_icnn_stochastic": 2, "em_particles": 4}
-METHOD_COLORS = {m: _PALETTE[i] for m, i in _METHOD_PALETTE_INDEX.items()} | {
-    "exact_jko": (0.15, 0.15, 0.15),
-    "identity": _PALETTE[7],
-}
+# colours for methods that declare none (a method's own colour is its class attribute ``color``); the palette's
+# colours that no built-in method has first, those nearest a method's colour (vermillion ~ orange) last
+_SPARE = [_PALETTE[i] for i in (5, 9, 6, 8, 3)] + sns.color_palette("dark", 10)
 
 
 def method_colors(methods) -> dict[str, tuple]:
-    """Fixed colours for known methods; further methods get the unused palette colours in order."""
-    colors = dict(METHOD_COLORS)
-    # the palette colours no method has, those nearest a method's colour (vermillion ~ orange) last
-    spare = iter([_PALETTE[i] for i in (5, 9, 6, 8, 3)] + sns.color_palette("dark", 10))
-    for m in methods:
+    """One fixed colour per method: its class's ``color``; methods without one (or unknown to the registry, e.g.
+    records of a method from elsewhere) get the spare palette colours in order."""
+    from matplotlib.colors import to_rgb
+
+    from wgfbench.registry import methods as registered
+
+    known = registered()
+    colors = {name: to_rgb(cls.color) for name, cls in known.items() if cls.color}
+    spare = iter(c for c in _SPARE if c not in colors.values())
+    for m in [*known, *methods]:
         if m not in colors:
             colors[m] = next(spare)
     return colors
 
 
-def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
+def save(fig: plt.Figure, path: str | Path) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    outs = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    # the suffix is appended, not substituted: an experiment named "ou.a" must not become "ou.png"
+    outs = [path.with_name(path.name + ".png"), path.with_name(path.name + ".pdf")]
     for p in outs:
         fig.savefig(p, dpi=160, bbox_inches="tight")
     plt.close(fig)
@@ -58,9 +60,9 @@ def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
 
 def metric_label(metric: str) -> str:
     """Axis label of log10 of a record column (names from the tables' headline metrics)."""
-    from wgfbench.tables import HEADLINE_METRICS
+    from wgfbench.reports.tables import headline_rows
 
-    labels = {m: label for m, label, _, _ in HEADLINE_METRICS}
+    labels = {m: label for m, label, _, _ in headline_rows()}
     label = labels.get(metric, metric.replace("_", " "))
     return label if label.startswith("log10") else f"log10 {label}"
 
@@ -125,7 +127,7 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _lineplot_vs_dim(data: pd.DataFrame, y: str) -> tuple[plt.Figure, plt.Axes]:
@@ -157,7 +159,7 @@ def _finish(fig: plt.Figure, ax: plt.Axes, path: str | Path, title: str) -> list
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
@@ -184,10 +186,12 @@ def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[
     return _finish(fig, ax, path, title)
 
 
-# The headline metric of an experiment's standard figures: the first of these its records have.
-PRIMARY_METRICS = ("symkl_moment", "symkl_moment_target", "symkl_mc", "w2", "sw2")
-# Drawn as well (vs time, vs dim) where present: Mokrov et al.'s density SymKL, Fan et al.'s mixture KSD.
-SECONDARY_METRICS = ("symkl_mc", "ksd")
+# The headline metric of an experiment's standard figures: the first of these its records have (catalogue order
+# of preference), and those drawn as well where present (Mokrov et al.'s density SymKL, Fan et al.'s mixture KSD).
+PRIMARY_METRICS = tuple(
+    m.name for m in sorted(catalogue.METRICS, key=lambda m: m.primary or 0) if m.primary is not None
+)
+SECONDARY_METRICS = tuple(m.name for m in catalogue.METRICS if m.secondary)
 
 
 def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
