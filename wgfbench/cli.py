@@ -340,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except registry.RegistryError as e:  # two implementations claim one name, or a bad entry point
+        print(f"wgfbench: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
