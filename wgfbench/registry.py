@@ -14,6 +14,7 @@ PROBLEMS: dict[str, str] = {
     "ou": "wgfbench.problems.ou:make_ou",
     "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
     "gmm": "wgfbench.problems.gmm:make_gmm",
+    "dro_ou": "wgfbench.problems.dro_ou:make_dro_ou",
 }
 
 METHODS: dict[str, str] = {
