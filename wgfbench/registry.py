@@ -15,6 +15,7 @@ PROBLEMS: dict[str, str] = {
     "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
     "gmm": "wgfbench.problems.gmm:make_gmm",
     "dro_ou": "wgfbench.problems.dro_ou:make_dro_ou",
+    "ou_moving": "wgfbench.problems.ou_moving:make_ou_moving",
 }
 
 METHODS: dict[str, str] = {
