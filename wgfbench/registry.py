@@ -16,6 +16,7 @@ PROBLEMS: dict[str, str] = {
     "gmm": "wgfbench.problems.gmm:make_gmm",
     "dro_ou": "wgfbench.problems.dro_ou:make_dro_ou",
     "ou_moving": "wgfbench.problems.ou_moving:make_ou_moving",
+    "porous_confined": "wgfbench.problems.porous_confined:make_porous_confined",
 }
 
 METHODS: dict[str, str] = {
