@@ -17,6 +17,7 @@ PROBLEMS: dict[str, str] = {
     "dro_ou": "wgfbench.problems.dro_ou:make_dro_ou",
     "ou_moving": "wgfbench.problems.ou_moving:make_ou_moving",
     "porous_confined": "wgfbench.problems.porous_confined:make_porous_confined",
+    "mckean_vlasov": "wgfbench.problems.mckean_vlasov:make_mckean_vlasov",
 }
 
 METHODS: dict[str, str] = {
