@@ -18,6 +18,7 @@ PROBLEMS: dict[str, str] = {
     "ou_moving": "wgfbench.problems.ou_moving:make_ou_moving",
     "porous_confined": "wgfbench.problems.porous_confined:make_porous_confined",
     "mckean_vlasov": "wgfbench.problems.mckean_vlasov:make_mckean_vlasov",
+    "fokker_planck_nonconvex": "wgfbench.problems.fokker_planck_grid:make_fokker_planck_nonconvex",
 }
 
 METHODS: dict[str, str] = {
