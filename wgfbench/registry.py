@@ -19,6 +19,7 @@ PROBLEMS: dict[str, str] = {
     "porous_confined": "wgfbench.problems.porous_confined:make_porous_confined",
     "mckean_vlasov": "wgfbench.problems.mckean_vlasov:make_mckean_vlasov",
     "fokker_planck_nonconvex": "wgfbench.problems.fokker_planck_grid:make_fokker_planck_nonconvex",
+    "jsd_grid": "wgfbench.problems.jsd_grid:make_jsd_grid",
 }
 
 METHODS: dict[str, str] = {

@@ -123,7 +123,8 @@ def face_coefficients(
     return scale * bernoulli(du), scale * bernoulli(-du)
 
 
-def _face_slices(ndim: int, axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def face_slices(ndim: int, axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Index tuples of the cells left and right of the interior faces normal to ``axis``."""
     left = tuple(slice(None, -1) if j == axis else slice(None) for j in range(ndim))
     right = tuple(slice(1, None) if j == axis else slice(None) for j in range(ndim))
     return left, right
@@ -137,7 +138,7 @@ def sg_rate(
     """dp/dt of the scheme for cell averages p, from each axis's :func:`face_coefficients` and optional face weights."""
     rate = np.zeros_like(p)
     for axis, (out, back) in enumerate(coefficients):
-        left, right = _face_slices(p.ndim, axis)
+        left, right = face_slices(p.ndim, axis)
         flux = out * p[left] - back * p[right]  # face flux / dx
         if weights is not None:
             flux = weights[axis] * flux
@@ -151,7 +152,7 @@ def sg_matrix(coefficients: list[tuple[np.ndarray, np.ndarray]], shape: tuple[in
     index = np.arange(math.prod(shape)).reshape(shape)
     rows, cols, vals = [], [], []
     for axis, (out, back) in enumerate(coefficients):
-        left, right = _face_slices(len(shape), axis)
+        left, right = face_slices(len(shape), axis)
         i, j = index[left].ravel(), index[right].ravel()
         a, c = out.ravel(), back.ravel()
         # flux f = a p_i - c p_j leaves cell i and enters cell j
@@ -269,3 +270,28 @@ class SplitImplicitEuler:
         for axis in range(values.ndim):
             out = np.moveaxis(np.tensordot(prop, out, axes=(1, axis)), 0, axis)
         return np.clip(out, 0.0, None)  # exact zeros stay zero; no negative round-off can arise, see docstring
+
+
+@dataclass(frozen=True)
+class ProductLaw:
+    """The product of independent laws on consecutive coordinate blocks (e.g. a grid law times a Gaussian)."""
+
+    factors: tuple
+
+    @property
+    def dim(self) -> int:
+        return sum(f.dim for f in self.factors)
+
+    @property
+    def is_gaussian(self) -> bool:
+        return all(f.is_gaussian for f in self.factors)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+        return torch.cat([f.sample(n, generator, dtype) for f in self.factors], dim=1)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        out, start = 0.0, 0
+        for f in self.factors:
+            out = out + f.log_density(x[:, start : start + f.dim])
+            start += f.dim
+        return out
