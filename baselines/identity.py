@@ -15,8 +15,10 @@ from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats
 class Identity(JKOMethod):
     name = "identity"
     Config = MethodConfig
-    functionals = frozenset({"kl", "generalised_entropy"})
+    functionals = frozenset({"kl", "generalised_entropy", "kl_interaction", "jsd"})
     has_density = True
+    time_dependent_ok = True  # P_k = P_0 never looks at the target
+    confinement_ok = True
 
     def step(self) -> StepStats:
         self.k += 1

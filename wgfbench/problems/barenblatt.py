@@ -215,6 +215,9 @@ class BarenblattProblem:
     name: str = "barenblatt"
     functional: str = "generalised_entropy"
     compact_support: ClassVar[bool] = True  # no generic SymKL: see wgfbench.metrics_porous for the KL directions
+    time_dependent: ClassVar[bool] = False
+    transient: ClassVar[bool] = True
+    confinement: ClassVar[float] = 0.0  # no potential energy (wgfbench.problems.porous_confined adds one)
 
     @property
     def mass(self) -> float:

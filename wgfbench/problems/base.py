@@ -4,13 +4,20 @@ A problem is a Wasserstein gradient flow dP/dt = -grad_W F(P) started from P_0, 
 knows the exact solution P_t (``reference(t)``) and, where it exists in closed form, the exact JKO
 iterate P_k^JKO of step size h (``jko_reference(k, h)``), the time-discretisation floor.
 
-Two functional families are supported, matching the (A, B, Gamma) triples of Fan et al. (2022,
-Table 1):
+Functional families (the first two and the JSD match the (A, B, Gamma) triples of Fan et al. (2022,
+Table 1)):
 
 * ``"kl"``: F(P) = temperature * KL(P || Q) with Q ∝ exp(log_target) known up to a constant.
   For OU, temperature = 1/beta and log_target(x) = -beta/2 (x-b)^T A (x-b), so that
-  F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential.
-* ``"generalised_entropy"``: F(P) = 1/(m-1) ∫ P^m dx (porous medium equation, dP/dt = ΔP^m).
+  F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential. A problem with
+  ``time_dependent = True`` has a target that moves with t: ``log_target(x, t)`` and ``at_time(t)``, the
+  static KL problem of the frozen F_t (:mod:`wgfbench.problems.ou_moving`).
+* ``"generalised_entropy"``: F(P) = 1/(m-1) ∫ P^m dx + confinement/2 ∫|x|^2 dP (porous medium equation,
+  dP/dt = ΔP^m + confinement div(x P); ``confinement`` = 0 for the Barenblatt problem).
+* ``"kl_interaction"``: F(P) = temperature * KL(P || Q) + ½ ∫∫ W(x - y) dP dP with the pair potential
+  ``interaction(z)`` (:mod:`wgfbench.problems.mckean_vlasov`, W = interaction_kappa/2 |z|^2).
+* ``"jsd"``: F(P) = D_f(P || Q) with f the Jensen-Shannon generator, Q = exp(log_target) *normalised* and
+  samplable by ``target()`` (:mod:`wgfbench.problems.jsd_grid`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-Functional = Literal["kl", "generalised_entropy"]
+Functional = Literal["kl", "generalised_entropy", "kl_interaction", "jsd"]
 
 
 @runtime_checkable

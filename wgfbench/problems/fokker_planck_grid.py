@@ -63,6 +63,7 @@ class NonconvexFokkerPlanckProblem:
     name: str = "fokker_planck_nonconvex"
     functional: str = "kl"
     transient: ClassVar[bool] = True
+    time_dependent: ClassVar[bool] = False
     compact_support: ClassVar[bool] = False
     _stepper: SplitImplicitEuler = field(init=False, repr=False, compare=False)
     _snapshots: dict[int, np.ndarray] = field(init=False, repr=False, compare=False)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -164,6 +165,9 @@ class GMMProblem:
     ksd_batches: int = 10
     name: str = "gmm"
     functional: str = "kl"
+    time_dependent: ClassVar[bool] = False
+    transient: ClassVar[bool] = False  # reference(t) is the stationary target for every t
+    compact_support: ClassVar[bool] = False
     temperature: float = 1.0
     ksd_beta: float = field(init=False)
 

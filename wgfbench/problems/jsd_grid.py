@@ -92,6 +92,7 @@ class JSDGridProblem:
     name: str = "jsd_grid"
     functional: str = "jsd"
     transient: ClassVar[bool] = True
+    time_dependent: ClassVar[bool] = False
     compact_support: ClassVar[bool] = False
     dt: float = field(init=False)
     _q: np.ndarray = field(init=False, repr=False, compare=False)

@@ -61,6 +61,7 @@ class McKeanVlasovOUProblem:
     name: str = "mckean_vlasov"
     functional: str = "kl_interaction"
     transient: ClassVar[bool] = True
+    time_dependent: ClassVar[bool] = False
     compact_support: ClassVar[bool] = False
     _mean_flow: OUProblem = field(init=False, repr=False, compare=False)
     _cov_flow: OUProblem = field(init=False, repr=False, compare=False)

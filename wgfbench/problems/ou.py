@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -70,6 +71,9 @@ class OUProblem:
     seed: int = 0
     name: str = "ou"
     functional: str = "kl"
+    time_dependent: ClassVar[bool] = False
+    transient: ClassVar[bool] = True
+    compact_support: ClassVar[bool] = False
     _eig: tuple[Tensor, Tensor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

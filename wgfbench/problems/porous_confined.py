@@ -111,6 +111,7 @@ class ConfinedPorousProblem:
     functional: str = "generalised_entropy"
     compact_support: ClassVar[bool] = True
     transient: ClassVar[bool] = True
+    time_dependent: ClassVar[bool] = False
 
     @property
     def rate_exponent(self) -> float:
