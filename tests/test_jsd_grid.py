@@ -37,7 +37,7 @@ def test_mass_positivity_and_the_contract(dim: int) -> None:
     vol = p.grid.cell_volume
     start_mass = p.grid_values(0).sum() * vol
     for t in (0.1, 0.5, 2.0):
-        values = p.active_values(t)
+        values = p.cell_values(t)
         assert abs(values.sum() * vol - start_mass) < 1e-12 and float(values.min()) > 0
     law = p.reference(0.5)
     x = law.sample(300, torch.Generator().manual_seed(0))
@@ -55,11 +55,11 @@ def test_log_target_is_normalised_in_1d() -> None:
 
 @pytest.mark.parametrize(("dim", "coarse", "fine", "t"), [(1, (55, 110, 220), 880, 1.0), (2, (22, 44), 176, 0.3)])
 def test_refinement_is_second_order(dim: int, coarse: tuple[int, ...], fine: int, t: float) -> None:
-    ref = make_jsd_grid(dim, cells=fine).active_values(t)
+    ref = make_jsd_grid(dim, cells=fine).cell_values(t)
     errs = []
     for cells in coarse:
         p = make_jsd_grid(dim, cells=cells)
-        errs.append(l1(coarsen(ref, fine // cells), p.active_values(t), p.grid.cell_volume))
+        errs.append(l1(coarsen(ref, fine // cells), p.cell_values(t), p.grid.cell_volume))
     orders = [math.log2(errs[i] / errs[i + 1]) for i in range(len(errs) - 1)]
     assert all(1.7 < o < 2.3 for o in orders), (errs, orders)
 
@@ -83,7 +83,7 @@ def test_energy_dissipation_identity() -> None:
     for t in (0.2, 1.0):
         eps = 0.01
         rate = (p.divergence(t + eps) - p.divergence(t - eps)) / (2 * eps)
-        dens = p.active_values(t)
+        dens = p.cell_values(t)
         grad = np.gradient(np.log(dens / (dens + q)), x)
         dissipation = float((dens * grad**2).sum() * dx)
         assert rate == pytest.approx(-dissipation, rel=1e-2)
@@ -107,18 +107,18 @@ def test_product_structure_keeps_equilibrated_coordinates_at_equilibrium() -> No
     two._snapshots[0] = np.outer(one.grid_values(0), normal)
     object.__setattr__(one, "dt", two.dt)  # the same time step, for a like-for-like comparison
     t = 0.5
-    product = np.outer(one.active_values(t), normal)
+    product = np.outer(one.cell_values(t), normal)
     # (the truncated tails of N(0, 1) outside the box, mass 4e-8, are the only mismatch left; O(dx^2) = 3e-4 before)
-    assert l1(two.active_values(t), product, two.grid.cell_volume) < 1e-7
+    assert l1(two.cell_values(t), product, two.grid.cell_volume) < 1e-7
     # and the x2 marginal has not moved
-    np.testing.assert_allclose(two.active_values(t).sum(0) * one.grid.spacing[0], normal, rtol=1e-6)
+    np.testing.assert_allclose(two.cell_values(t).sum(0) * one.grid.spacing[0], normal, rtol=1e-6)
 
 
 def test_near_equilibrium_relaxation_runs_at_half_the_fokker_planck_rate() -> None:
     p = make_jsd_grid(1, target="gaussian", shift=0.2)
     x, dx = p.grid.centres(0), p.grid.spacing[0]
     times = [0.5, 1.0, 2.0, 3.0]
-    means = [torch.tensor([float((p.active_values(t) * x).sum() * dx)]) for t in times]
+    means = [torch.tensor([float((p.cell_values(t) * x).sum() * dx)]) for t in times]
     rate = fitted_relaxation_rate(times, means, torch.zeros(1), torch.ones(1))
     assert rate == pytest.approx(0.5, abs=0.01)  # the Fokker-Planck (KL) flow to N(0, 1) relaxes at rate 1
     for t, m in zip(times, means, strict=True):

@@ -108,18 +108,22 @@ class NonconvexFokkerPlanckProblem:
             self._snapshots[steps] = self._stepper.evolve(self._snapshots[start], steps - start)
         return self._snapshots[steps]
 
-    def reference(self, t: float) -> GaussianLaw | GridLaw:
-        if t < 0:
-            raise ValueError(f"flow time must be >= 0, got {t}")
-        if t == 0:
-            return self.initial()
+    def cell_values(self, t: float) -> np.ndarray:
+        """Cell averages at time t (un-normalised: their mass is the initial cell averages' mass, conserved)."""
         steps = t / self.dt
         lo = math.floor(steps + 1e-9)
         frac = steps - lo
         values = self.grid_values(lo)
         if frac > 1e-9:
             values = (1 - frac) * values + frac * self.grid_values(lo + 1)
-        return GridLaw(self.grid, values)
+        return values
+
+    def reference(self, t: float) -> GaussianLaw | GridLaw:
+        if t < 0:
+            raise ValueError(f"flow time must be >= 0, got {t}")
+        if t == 0:
+            return self.initial()
+        return GridLaw(self.grid, self.cell_values(t))
 
     def stationary(self) -> GridLaw:
         """The grid Gibbs law P_i ∝ e^{-V(x_i)/T}: the scheme's exact stationary state."""

@@ -179,7 +179,7 @@ class JSDGridProblem:
             self._snapshots[steps] = p
         return self._snapshots[steps]
 
-    def active_values(self, t: float) -> np.ndarray:
+    def cell_values(self, t: float) -> np.ndarray:
         steps = t / self.dt
         lo = math.floor(steps + 1e-9)
         frac = steps - lo
@@ -193,7 +193,7 @@ class JSDGridProblem:
             raise ValueError(f"flow time must be >= 0, got {t}")
         if t == 0:
             return self.initial()
-        law = GridLaw(self.grid, self.active_values(t))
+        law = GridLaw(self.grid, self.cell_values(t))
         rest = self._rest()
         return law if rest is None else ProductLaw((law, rest))
 
@@ -201,7 +201,7 @@ class JSDGridProblem:
         """D_f(P_t || Q) on the grid (the equilibrated coordinates contribute nothing)."""
         grid = self.grid
         q = self._q / (self._q.sum() * grid.cell_volume)
-        return jsd_divergence(self.active_values(t), q, grid.cell_volume)
+        return jsd_divergence(self.cell_values(t), q, grid.cell_volume)
 
     def jko_reference(self, k: int, h: float) -> None:
         return None
