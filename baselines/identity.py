@@ -19,8 +19,10 @@ class Identity(JKOMethod):
     role = "reference"
     color = "#949494"  # grey: the "useless" calibration row
     Config = MethodConfig
-    functionals = frozenset({"kl", "generalised_entropy"})
+    functionals = frozenset({"kl", "generalised_entropy", "kl_interaction", "jsd"})
     has_density = True
+    time_dependent_ok = True  # P_k = P_0 never looks at the target
+    confinement_ok = True
 
     def _advance(self) -> StepStats:
         return StepStats(train_s=0.0, regen_s=0.0)

@@ -98,9 +98,10 @@ def test_kl_problems_have_a_differentiable_log_target(name: str) -> None:
     if problem.functional != "kl":
         pytest.skip(f"{name} is not a KL problem")
     assert problem.temperature > 0
+    static = problem.at_time(H) if problem.time_dependent else problem  # a moving target: its frozen F_t
     for dtype in (torch.float32, torch.float64):
         x = problem.initial().sample(32, torch.Generator().manual_seed(3), dtype=dtype).requires_grad_(True)
-        lt = problem.log_target(x)
+        lt = static.log_target(x)
         assert lt.shape == (32,) and lt.dtype == dtype and bool(torch.isfinite(lt).all())
         (g,) = torch.autograd.grad(lt.sum(), x)
         assert bool(torch.isfinite(g).all())
@@ -116,5 +117,5 @@ def test_every_problem_is_evaluable(name: str) -> None:
     row0 = evaluate_step(problem, method, 0, H, spec)
     method.step()
     row1 = evaluate_step(problem, method, 1, H, spec)
-    assert set(row0) == set(row1) and row1
+    assert row1 and set(row1) <= set(row0)  # P_0 may be Gaussian (moment-fit columns) where P_t is not
     assert any(math.isfinite(v) for v in row1.values())

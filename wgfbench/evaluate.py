@@ -163,7 +163,7 @@ class Evaluator:
                 if jko is not None:
                     row |= density_metrics(jko, x_mc, log_p, method, gen, against="jko")
         samples = x if x_mc is None else x_mc.to(torch.float64)
-        if isinstance(problem, StationaryProblem):
+        if not problem.transient and isinstance(problem, StationaryProblem):
             row |= self.target_metrics(samples, gen)
         if isinstance(problem, EntropyProblem):
             if jko is not None:

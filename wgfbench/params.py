@@ -136,6 +136,16 @@ def check_value(annotation: Any, value: Any) -> str | None:
         if isinstance(value, bool) and any(isinstance(a, str) for a in args):
             hint = " (YAML reads unquoted off/on/no/yes as false/true: quote the word)"
         return f"unknown value {short(value)}; allowed: {list(args)}{hint}"
+    if origin in (tuple, list):  # tuple[X, Y] (fixed length), tuple[X, ...] or list[X]: a YAML list
+        if not isinstance(value, list | tuple):
+            return f"must be a list, got {short(value)}"
+        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+            return f"must be a list of {len(args)} values, got {short(value)}"
+        items = args[:1] * len(value) if (origin is list or args[-1:] == (Ellipsis,)) else args
+        for i, (item_type, item) in enumerate(zip(items, value, strict=False)):
+            if (wrong := check_value(item_type, item)) is not None:
+                return f"[{i}] {wrong}"
+        return None
     if annotation is type(None):
         return None if value is None else f"must be null, got {short(value)}"
     if annotation is bool:

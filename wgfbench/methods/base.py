@@ -109,6 +109,8 @@ class JKOMethod(ABC):
     max_dim: ClassVar[int | None] = None
     needs_gaussian_start: ClassVar[bool] = False
     accelerated: ClassVar[bool] = False  # trains networks: a GPU job on a cluster (Snakefile resource gpu)
+    time_dependent_ok: ClassVar[bool] = False  # queries problem.at_time(t_{k+1}) for a time-dependent target
+    confinement_ok: ClassVar[bool] = False  # adds a generalised-entropy problem's confinement lambda/2 E|x|^2
     tiny_params: ClassVar[dict[str, Any]] = {}
     timing_params: ClassVar[dict[str, Any]] = {}
     restores_exactly: ClassVar[bool] = True
@@ -151,6 +153,14 @@ class JKOMethod(ABC):
             raise UnsupportedProblem(f"method {cls.name!r} supports dim <= {cls.max_dim}, got {problem.dim}")
         if cls.needs_gaussian_start and not problem.initial().is_gaussian:
             raise UnsupportedProblem(f"method {cls.name!r} needs a Gaussian initial law")
+        if problem.time_dependent and not cls.time_dependent_ok:
+            raise UnsupportedProblem(
+                f"method {cls.name!r} does not query a time-dependent target ({problem.name!r} needs at_time(t))"
+            )
+        if problem.functional == "generalised_entropy" and problem.confinement != 0 and not cls.confinement_ok:
+            raise UnsupportedProblem(
+                f"method {cls.name!r} has no confinement term ({problem.name!r} has lambda = {problem.confinement})"
+            )
 
     @classmethod
     def sample_limit(cls, config: MethodConfig) -> int | None:

@@ -9,20 +9,29 @@ A problem is one module of :mod:`wgfbench.problems` with a factory ``make(dim, s
 and the instance is a pure function of (dim, seed, params). The instance satisfies :class:`Problem`, the
 contract every problem meets (tests/test_problem_contract.py checks it for every registered problem), and
 declares what else it offers through the **capability protocols** below, which methods name in their
-``requires`` so that a pairing that cannot run is refused at validation with one line:
+``requires`` so that a pairing that cannot run is refused at validation with one line. The functional kinds
+(the first two and the JSD are (A, B, Gamma) triples of Fan et al., ICML 2022, Table 1):
 
-* :class:`KLProblem`: F(P) = temperature * KL(P || Q) with Q ∝ exp(log_target) known up to a constant (Fan et
-  al., ICML 2022, Table 1, the KL row). For OU, temperature = 1/beta and log_target(x) = -beta/2 (x-b)^T A (x-b),
-  so that F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential.
-* :class:`EntropyProblem`: F(P) = 1/(m-1) ∫ P^m dx (the porous medium equation dP/dt = ΔP^m; Otto 2001).
-* :class:`GaussianOUProblem`: an OU flow with closed-form Gaussian marginals and exact JKO steps.
-* :class:`StationaryProblem`: the reference is the stationary target for every t (``transient`` False), with an
-  exact sampler of it (``target()``).
+* ``"kl"``, :class:`KLProblem`: F(P) = temperature * KL(P || Q) with Q ∝ exp(log_target) known up to a
+  constant. For OU, temperature = 1/beta and log_target(x) = -beta/2 (x-b)^T A (x-b), so that
+  F(P) = ∫ V dP + beta^-1 ∫ P log P + const with V the OU potential.
+* ``"generalised_entropy"``, :class:`EntropyProblem`: F(P) = 1/(m-1) ∫ P^m dx + confinement/2 ∫|x|^2 dP (the
+  porous medium equation dP/dt = ΔP^m + confinement div(x P); Otto, Comm. PDE 2001; ``confinement`` = 0 for
+  the Barenblatt problem).
+* ``"kl_interaction"``, :class:`InteractionProblem`: F(P) = temperature * KL(P || Q) + ½ ∫∫ W(x - y) dP dP with
+  the pair potential ``interaction(z)`` (:mod:`wgfbench.problems.mckean_vlasov`).
+* ``"jsd"``, :class:`JSDProblem`: F(P) = D_f(P || Q) with f the Jensen-Shannon generator, Q = exp(log_target)
+  *normalised* and samplable by ``target()`` (:mod:`wgfbench.problems.jsd_grid`).
+
+Further capabilities: :class:`GaussianOUProblem` (closed-form Gaussian OU marginals and exact JKO steps) and
+:class:`StationaryProblem` (the reference is the stationary target for every t, with an exact sampler).
 
 Optional facts every problem has, with the defaults of :class:`ProblemDefaults` (a problem class inherits them
-and overrides what differs): ``transient`` (True: reference(t) depends on t), ``compact_support`` (the
-reference vanishes outside a ball: density SymKL is not defined, see :mod:`wgfbench.metrics.porous`),
-``time_of_step(k, h) = k h`` and ``jko_reference`` None.
+and overrides what differs): ``transient`` (True: reference(t) depends on t), ``time_dependent`` (True: the
+target moves with t; ``log_target(x, t)`` and ``at_time(t)``, the static problem of the frozen F_t, see
+:mod:`wgfbench.problems.ou_moving`), ``compact_support`` (the reference vanishes outside a ball: density SymKL is
+not defined, see :mod:`wgfbench.metrics.porous`), ``confinement`` (0), ``time_of_step(k, h) = k h`` and
+``jko_reference`` None.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-Functional = Literal["kl", "generalised_entropy"]
+Functional = Literal["kl", "generalised_entropy", "kl_interaction", "jsd"]
 
 
 @runtime_checkable
@@ -62,6 +71,7 @@ class Problem(Protocol):
     dim: int
     functional: Functional
     transient: bool
+    time_dependent: bool
     compact_support: bool
 
     def initial(self) -> Law:
@@ -95,9 +105,26 @@ class KLProblem(Problem, Protocol):
 
 @runtime_checkable
 class EntropyProblem(Problem, Protocol):
-    """a generalised-entropy functional 1/(m-1) ∫ P^m (porous medium), with m > 1."""
+    """a generalised-entropy functional 1/(m-1) ∫ P^m (porous medium), with m > 1 (and a confinement)."""
 
     m: float
+    confinement: float
+
+
+@runtime_checkable
+class InteractionProblem(KLProblem, Protocol):
+    """a KL functional plus a pair interaction energy ½ ∫∫ W(x - y) dP dP, W = ``interaction``."""
+
+    def interaction(self, z: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class JSDProblem(Problem, Protocol):
+    """a Jensen-Shannon functional D_f(P || Q): a normalised log target and an exact sampler of Q."""
+
+    def log_target(self, x: Tensor) -> Tensor: ...
+
+    def target(self) -> Law: ...
 
 
 @runtime_checkable
@@ -117,20 +144,32 @@ class GaussianOUProblem(KLProblem, Protocol):
 
 @runtime_checkable
 class StationaryProblem(Problem, Protocol):
-    """a stationary target: reference(t) is the target for every t, with an exact sampler (target())."""
+    """a stationary target: reference(t) is the target for every t (``transient`` False), with an exact sampler
+    (target()), its score and its exact moments (target_moments(): a GaussianLaw, or None where unknown)."""
 
     def target(self) -> Law: ...
 
+    def score(self, x: Tensor) -> Tensor: ...
+
+    def target_moments(self): ...
+
 
 # what a problem of each functional kind provides (a method handling that functional relies on it)
-FUNCTIONAL_PROTOCOLS: dict[str, type] = {"kl": KLProblem, "generalised_entropy": EntropyProblem}
+FUNCTIONAL_PROTOCOLS: dict[str, type] = {
+    "kl": KLProblem,
+    "generalised_entropy": EntropyProblem,
+    "kl_interaction": InteractionProblem,
+    "jsd": JSDProblem,
+}
 
 
 class ProblemDefaults:
     """The declared defaults of the optional facts of :class:`Problem` (module docstring); inherit them."""
 
     transient: bool = True
+    time_dependent: bool = False
     compact_support: bool = False
+    confinement: float = 0.0
 
     def jko_reference(self, k: int, h: float) -> Law | None:
         return None

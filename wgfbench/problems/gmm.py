@@ -164,7 +164,7 @@ class GMMProblem(ProblemDefaults):
     name: str = "gmm"
     functional: str = "kl"
     temperature: float = 1.0
-    transient: ClassVar[bool] = False
+    transient: ClassVar[bool] = False  # reference(t) is the stationary target for every t
 
     @property
     def dim(self) -> int:

@@ -158,6 +158,51 @@ class OUProblem(ProblemDefaults):
         }
 
 
+def jko_mean_step(a: Tensor, centre: Tensor, mean: Tensor, h: float) -> Tensor:
+    r"""Mean of the JKO minimiser for a quadratic potential ½ (x-c)^T A (x-c): m' = (I + hA)^{-1} (m + h A c).
+
+    The first-order condition (m' - m)/h = -A (m' - c) of the mean part |m' - m|^2/(2h) + ½ (m'-c)^T A (m'-c).
+    """
+    m_mat = torch.eye(a.shape[0], dtype=torch.float64) + h * a
+    return torch.linalg.solve(m_mat, mean + h * a @ centre)
+
+
+def jko_cov_step(k: Tensor, beta: float, cov: Tensor, h: float) -> Tensor:
+    r"""Covariance T S T of the JKO minimiser for the covariance part of an energy ½ tr(K S) - (2 beta)^-1 log det S.
+
+    With M = I + hK, the symmetric PD linear part of the Brenier map is
+
+        T = M^{-1/2} [ ½ I + (¼ I + (h/beta) M^{1/2} S^{-1} M^{1/2})^{1/2} ] M^{-1/2},
+
+    the solution of the first-order condition (T - I)/h = -K T + beta^-1 T^{-1} S^{-1} for a linear map
+    (multiply by h, symmetrise with M^{1/2}: X = M^{1/2} T M^{1/2} solves X^2 - X = (h/beta) M^{1/2} S^{-1} M^{1/2}).
+    K = A for OU; K = A + kappa I with a quadratic interaction (:mod:`wgfbench.problems.mckean_vlasov`).
+    """
+    eye = torch.eye(k.shape[0], dtype=torch.float64)
+    m_mat = eye + h * k
+    m_half = sym_fn(m_mat, torch.sqrt)
+    m_inv_half = sym_fn(m_mat, torch.rsqrt)
+    inner = 0.25 * eye + (h / beta) * sym(m_half @ torch.linalg.inv(cov) @ m_half)
+    t_map = m_inv_half @ (0.5 * eye + sym_fn(inner, torch.sqrt)) @ m_inv_half
+    return t_map @ cov @ t_map
+
+
+def quadratic_jko_step(
+    law: GaussianLaw, h: float, beta: float, a: Tensor, centre: Tensor, cov_matrix: Tensor | None = None
+) -> GaussianLaw:
+    r"""Exact JKO step from N(m, S) for an energy whose value on Gaussians is
+
+        F(N(m, S)) = ½ (m - c)^T A (m - c) + ½ tr(K S) - (2 beta)^-1 log det S + const,   K = ``cov_matrix`` or A.
+
+    Mean and covariance decouple (W2^2 = |m - m'|^2 + Bures^2), giving :func:`jko_mean_step` and
+    :func:`jko_cov_step`. For OU (K = A) and the McKean-Vlasov OU (K = A + kappa I) the functional is
+    displacement convex and the Gaussian critical point satisfies the optimality condition over all laws, so
+    it is the JKO minimiser over all laws, not only over Gaussians.
+    """
+    k = a if cov_matrix is None else cov_matrix
+    return GaussianLaw(jko_mean_step(a, centre, law.mean, h), jko_cov_step(k, beta, law.cov, h))
+
+
 def exact_jko_step(problem: OUProblem, law: GaussianLaw, h: float) -> GaussianLaw:
     r"""One exact JKO step for OU from N(m, S).
 
@@ -168,16 +213,9 @@ def exact_jko_step(problem: OUProblem, law: GaussianLaw, h: float) -> GaussianLa
 
     the solution of (T - I)/h = -A T + beta^-1 T^{-1} S^{-1}, the optimality condition
     (T(x) - x)/h = -grad V(T x) - beta^-1 grad log P'(T x) for a linear map (checked in tests).
+    Computed by :func:`quadratic_jko_step`.
     """
-    eye = torch.eye(problem.dim, dtype=torch.float64)
-    m_mat = eye + h * problem.A
-    m_half = sym_fn(m_mat, torch.sqrt)
-    m_inv_half = sym_fn(m_mat, torch.rsqrt)
-    s_inv = torch.linalg.inv(law.cov)
-    inner = 0.25 * eye + (h / problem.beta) * sym(m_half @ s_inv @ m_half)
-    t_map = m_inv_half @ (0.5 * eye + sym_fn(inner, torch.sqrt)) @ m_inv_half
-    mean = torch.linalg.solve(m_mat, law.mean + h * problem.A @ problem.b)
-    return GaussianLaw(mean, t_map @ law.cov @ t_map)
+    return quadratic_jko_step(law, h, problem.beta, problem.A, problem.b)
 
 
 @problem_factory("ou")
