@@ -35,7 +35,7 @@ from torch import Tensor
 TIMING_PARAMS: dict[str, dict[str, Any]] = {
     "variational_jko": {"n_particles": 8192, "iters_per_step": 10, "regen_chunk": 8192},
     "jko_icnn_exact": {"iters_per_step": 10, "pretrain_iters": 20},  # n_particles = batch * iters = 10240
-    "jko_icnn_stochastic": {"iters_per_step": 10, "pretrain_iters": 20},
+    "jko_icnn_cpflow_grad": {"iters_per_step": 10, "pretrain_iters": 20},
     "em_particles": {"n_particles": 8192},
     "exact_jko": {},
     "identity": {},
@@ -258,14 +258,9 @@ def per_coordinate_hessian(potential: Callable[[Tensor], Tensor], x: Tensor, cre
     grad psi with ``create_graph=True``, then one ``autograd.grad`` per coordinate (with ``create_graph``
     when the log-det must be differentiated in the parameters, i.e. in training). Returns (n, d, d).
     """
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        g = torch.autograd.grad(potential(x).sum(), x, create_graph=True)[0]
-        rows = [
-            torch.autograd.grad(g[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
-            for i in range(x.shape[1])
-        ]
-    return torch.stack(rows, dim=1)
+    from wgfbench.densities import per_coordinate_grad_and_hessian
+
+    return per_coordinate_grad_and_hessian(potential, x, create_graph=create_graph)[1]
 
 
 def icnn_hessian(psi, x: Tensor, impl: str, create_graph: bool = False) -> Tensor:

@@ -30,12 +30,18 @@ TINY: dict[str, dict] = {
     "variational_jko": {"n_particles": 2048, "batch_size": 256, "iters_per_step": 5},
     "exact_jko": {},
     "jko_icnn_exact": _ICNN_TINY,
-    "jko_icnn_stochastic": {**_ICNN_TINY, "cg_iters": 5},
+    "jko_icnn_cpflow_grad": {**_ICNN_TINY, "cg_iters": 5},
     "em_particles": {"n_particles": 1024},
     "identity": {},
 }
 # methods whose every random draw comes from their own generator: a restored run is bit-identical
-DETERMINISTIC_RESTORE = {"exact_jko", "jko_icnn_exact", "jko_icnn_stochastic", "em_particles", "identity"}
+DETERMINISTIC_RESTORE = {
+    "exact_jko",
+    "jko_icnn_exact",
+    "jko_icnn_cpflow_grad",
+    "em_particles",
+    "identity",
+}
 H = 0.05
 N_SAMPLES = 300
 

@@ -28,7 +28,12 @@ _PALETTE = sns.color_palette("colorblind", 10)
 # Fixed, mutually distinct colours (the colour-blind palette's orange, vermillion and brown were once given to
 # three methods shown together): the neural methods get blue, orange, green and pink-purple; the two references
 # near-black (the exact JKO oracle, like the dashed discretisation line) and grey (identity).
-_METHOD_PALETTE_INDEX = {"variational_jko": 0, "jko_icnn_exact": 1, "jko_icnn_stochastic": 2, "em_particles": 4}
+_METHOD_PALETTE_INDEX = {
+    "variational_jko": 0,
+    "jko_icnn_exact": 1,
+    "jko_icnn_cpflow_grad": 2,
+    "em_particles": 4,
+}
 METHOD_COLORS = {m: _PALETTE[i] for m, i in _METHOD_PALETTE_INDEX.items()} | {
     "exact_jko": (0.15, 0.15, 0.15),
     "identity": _PALETTE[7],

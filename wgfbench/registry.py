@@ -20,7 +20,7 @@ METHODS: dict[str, str] = {
     "variational_jko": "wgfbench.methods.variational_jko:VariationalJKO",
     "exact_jko": "wgfbench.methods.exact_jko:ExactJKO",
     "jko_icnn_exact": "baselines.jko_icnn:JKOICNNExact",
-    "jko_icnn_stochastic": "baselines.jko_icnn:JKOICNNStochastic",
+    "jko_icnn_cpflow_grad": "baselines.jko_icnn:JKOICNNCPFlowGrad",
     "em_particles": "baselines.em_particles:EulerMaruyama",
     "identity": "baselines.identity:Identity",
 }

@@ -50,7 +50,7 @@ HEADLINE_METRICS: list[tuple[str, str, str | None, str | None]] = [
 METHOD_ORDER = [
     "variational_jko",
     "jko_icnn_exact",
-    "jko_icnn_stochastic",
+    "jko_icnn_cpflow_grad",
     "em_particles",
     "exact_jko",
     "identity",
