@@ -36,6 +36,7 @@ TIMING_PARAMS: dict[str, dict[str, Any]] = {
     "variational_jko": {"n_particles": 8192, "iters_per_step": 10, "regen_chunk": 8192},
     "jko_icnn_exact": {"iters_per_step": 10, "pretrain_iters": 20},  # n_particles = batch * iters = 10240
     "jko_icnn_cpflow_grad": {"iters_per_step": 10, "pretrain_iters": 20},
+    "jko_icnn_am": {"iters_per_step": 10},
     "em_particles": {"n_particles": 8192},
     "exact_jko": {},
     "identity": {},

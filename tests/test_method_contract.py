@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ TINY: dict[str, dict] = {
     "exact_jko": {},
     "jko_icnn_exact": _ICNN_TINY,
     "jko_icnn_cpflow_grad": {**_ICNN_TINY, "cg_iters": 5},
+    "jko_icnn_am": {"hidden": [8, 8], "n_particles": 64, "iters_per_step": 3, "cg_iters": 5, "lanczos_steps": 2},
     "em_particles": {"n_particles": 1024},
     "identity": {},
 }
@@ -39,9 +41,15 @@ DETERMINISTIC_RESTORE = {
     "exact_jko",
     "jko_icnn_exact",
     "jko_icnn_cpflow_grad",
+    "jko_icnn_am",
     "em_particles",
     "identity",
 }
+# methods whose gradient maps are discontinuous (leaky-ReLU FICNN: the pushforward has gaps where its density is 0,
+# and the Newton inversion stalls on a kink there and, on the tiny configuration's barely trained maps, on some
+# points whose Newton path crosses a kink): their log-density is NaN where the inversion cannot reach its
+# tolerance, and where it is finite it is the change of variables (never a biased finite value)
+DENSITY_MAY_BE_UNRESOLVED = {"jko_icnn_am"}
 H = 0.05
 N_SAMPLES = 300
 
@@ -93,10 +101,25 @@ def test_log_densities_at_samples_and_at_arbitrary_points(name):
     assert bool(torch.isfinite(x).all()) and bool(torch.isfinite(lp).all())
     # at arbitrary points (from the exact solution): finite, one value per point
     z = problem.reference(2 * H).sample(50, torch.Generator().manual_seed(4))
-    lz = method.log_density(z)
-    assert lz.shape == (50,) and bool(torch.isfinite(lz).all())
+    if name in DENSITY_MAY_BE_UNRESOLVED:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "map inversion missed", RuntimeWarning)
+            lz = method.log_density(z)
+        assert lz.shape == (50,) and bool((torch.isfinite(lz) | torch.isnan(lz)).all())
+        assert int(torch.isfinite(lz).sum()) >= 10
+    else:
+        lz = method.log_density(z)
+        assert lz.shape == (50,) and bool(torch.isfinite(lz).all())
     # at the model's own samples, the density at a point agrees with the change of variables that made it
-    torch.testing.assert_close(method.log_density(x).to(torch.float64), lp.to(torch.float64), rtol=1e-4, atol=1e-4)
+    if name in DENSITY_MAY_BE_UNRESOLVED:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "map inversion missed", RuntimeWarning)
+            lx = method.log_density(x).to(torch.float64)
+        resolved = ~torch.isnan(lx)
+        assert int(resolved.sum()) >= 100
+        torch.testing.assert_close(lx[resolved], lp.to(torch.float64)[resolved], rtol=1e-4, atol=1e-4)
+    else:
+        torch.testing.assert_close(method.log_density(x).to(torch.float64), lp.to(torch.float64), rtol=1e-4, atol=1e-4)
 
 
 def _roundtrip(state: dict) -> dict:

@@ -32,6 +32,7 @@ _METHOD_PALETTE_INDEX = {
     "variational_jko": 0,
     "jko_icnn_exact": 1,
     "jko_icnn_cpflow_grad": 2,
+    "jko_icnn_am": 9,
     "em_particles": 4,
 }
 METHOD_COLORS = {m: _PALETTE[i] for m, i in _METHOD_PALETTE_INDEX.items()} | {
@@ -44,7 +45,7 @@ def method_colors(methods) -> dict[str, tuple]:
     """Fixed colours for known methods; further methods get the unused palette colours in order."""
     colors = dict(METHOD_COLORS)
     # the palette colours no method has, those nearest a method's colour (vermillion ~ orange) last
-    spare = iter([_PALETTE[i] for i in (5, 9, 6, 8, 3)] + sns.color_palette("dark", 10))
+    spare = iter([_PALETTE[i] for i in (5, 6, 8, 3)] + sns.color_palette("dark", 10))
     for m in methods:
         if m not in colors:
             colors[m] = next(spare)

@@ -21,6 +21,7 @@ METHODS: dict[str, str] = {
     "exact_jko": "wgfbench.methods.exact_jko:ExactJKO",
     "jko_icnn_exact": "baselines.jko_icnn:JKOICNNExact",
     "jko_icnn_cpflow_grad": "baselines.jko_icnn:JKOICNNCPFlowGrad",
+    "jko_icnn_am": "baselines.jko_icnn_am:JKOICNNAlvarezMelis",
     "em_particles": "baselines.em_particles:EulerMaruyama",
     "identity": "baselines.identity:Identity",
 }

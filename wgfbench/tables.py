@@ -51,6 +51,7 @@ METHOD_ORDER = [
     "variational_jko",
     "jko_icnn_exact",
     "jko_icnn_cpflow_grad",
+    "jko_icnn_am",
     "em_particles",
     "exact_jko",
     "identity",
