@@ -187,7 +187,7 @@ def test_exact_icnn_step_moves_towards_the_exact_jko_iterate():
 
 
 # --- JKO-ICNN, Mokrov's protocol with CP-Flow's log-det gradient ----------------------------------------------
-def test_stochastic_method_gradient_matches_exact_method_gradient():
+def test_cpflow_grad_method_gradient_matches_exact_method_gradient():
     """The two registered variants on the same potential and batch: their loss gradients agree (many probes)."""
     problem = make_problem("ou", 3, 0)
     exact = make_method("jko_icnn_exact", problem, 0.05, ICNN_SMALL, seed=0)
