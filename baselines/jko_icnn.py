@@ -1,4 +1,4 @@
-r"""JKO-ICNN (Mokrov et al., NeurIPS 2021; Alvarez-Melis et al., TMLR 2022): one convex potential per JKO step.
+r"""JKO-ICNN as Mokrov et al. (NeurIPS 2021) run it: one convex potential per JKO step, trained on fresh samples.
 
 Each JKO step looks for P_{k+1} = (grad psi)#P_k with psi convex (a :class:`~wgfbench.nets.icnn.DenseICNN`), i.e.
 
@@ -15,38 +15,61 @@ and, since log p_{k+1}(grad psi(x)) = log p_k(x) - log det Hess psi(x) (change o
 
 Two variants share the step loop and differ only in how the log-det term and its gradient are obtained:
 
-* :class:`JKOICNNExact` (``jko_icnn_exact``, Mokrov's JKO-ICNN-d): the exact batched Hessian, log det by
-  Cholesky, its gradient by autograd through the Cholesky factor. ``hessian="analytic"`` (default) uses the
-  DenseICNN's closed-form forward/reverse sweep (:meth:`~wgfbench.nets.icnn.DenseICNN.grad_and_hessian`),
-  ``"torch_func"`` the generic ``vmap(jacfwd(grad psi))`` (:func:`wgfbench.densities.batched_grad_and_hessian`);
-  both are one batched pass, not Mokrov's d separate backward passes, and agree to round-off (tests). The analytic
-  sweep is several times faster on the CPU (no per-sample vmap of a third-order graph).
-* :class:`JKOICNNStochastic` (``jko_icnn_stochastic``, JKO-ICNN-a, the CP-Flow estimator used by Alvarez-Melis
-  et al.): the Hessian is never formed. d/dtheta log det H = tr(H^{-1} dH/dtheta) = E_v[v^T H^{-1} (dH/dtheta) v]
-  (Hutchinson; v Rademacher, ``n_probes`` per sample); u = H^{-1} v by conjugate gradients on Hessian-vector
-  products (double backward, at most ``cg_iters`` iterations, stop at relative residual ``cg_rtol``), then the
-  surrogate u^T H v with u detached has the gradient u^T (dH/dtheta) v. KL functional only: the porous internal
-  energy needs the value of log det as well, which this estimator does not give.
+* :class:`JKOICNNExact` (``jko_icnn_exact``, Mokrov's JKO-ICNN): the exact batched Hessian, its log det
+  differentiated by autograd. ``hessian`` chooses how the Hessian is built:
 
-Protocol (Mokrov et al.'s OU configuration and their ``train_diffusion_model``), every
-constant a config field:
+  - ``"analytic"`` (default; the optimised implementation): the DenseICNN's closed-form forward/reverse sweep
+    (:meth:`~wgfbench.nets.icnn.DenseICNN.grad_and_hessian`), one batched pass, log det by Cholesky;
+  - ``"torch_func"``: the generic ``vmap(jacfwd(grad psi))`` (:func:`wgfbench.densities.batched_grad_and_hessian`),
+    one batched pass, log det by Cholesky;
+  - ``"per_coordinate"`` (the published implementation's cost): as Mokrov et al.'s code
+    (``Diffusion.negative_entropy_gain``), d backward passes of grad psi, one per coordinate, each with
+    create_graph (:func:`wgfbench.densities.per_coordinate_grad_and_hessian`), then ``torch.logdet``.
 
-* DenseICNN 2 hidden layers x 64, rank 5, softplus, strong convexity 1e-6 (``hidden_width``, ``hidden_layers``,
-  ``rank``, ``activation``, ``strong_convexity``).
+  All three give the same values and parameter gradients to round-off (tests/test_baselines.py).
+* :class:`JKOICNNCPFlowGrad` (``jko_icnn_cpflow_grad``): Mokrov's protocol with the exact log-det gradient
+  replaced by the stochastic one of CP-Flow (Huang et al., ICLR 2021): the Hessian is never formed;
+  d/dtheta log det H = E_v[v^T H^{-1} (dH/dtheta) v] (Hutchinson; v Rademacher, ``n_probes`` per sample), u = H^{-1} v
+  by conjugate gradients on Hessian-vector products from u_0 = 0 (at most ``cg_iters``, stop at relative
+  residual ``cg_rtol``), then the surrogate u^T H v with u detached (:mod:`wgfbench_baselines.stochastic_logdet`). KL
+  only: the porous internal energy needs the log-det value as well. This is neither Mokrov's method nor
+  Alvarez-Melis et al.'s (whose published protocol is :mod:`wgfbench_baselines.jko_icnn_am`): it isolates the effect of
+  the gradient estimator inside Mokrov's protocol.
+
+Protocol: Mokrov et al.'s code (``src/utils.py``: ``id_pretrain_model``, ``train_diffusion_model``) and
+configurations; every constant is a config field, the defaults are their OU protocol
+(``configs/ornstein_uhlenbeck_vary_dim.yml``, :data:`MOKROV_OU_PARAMS`) and :data:`MOKROV_GMM_PARAMS` holds their
+mixture protocol per dimension:
+
+* DenseICNN 2 hidden layers x 64, rank 5, softplus, strong convexity 1e-6, their parametrisation
+  (``parametrisation="mokrov"``: every parameter initialised N(0, 1/64), non-negative weights clamped at 0 after
+  every optimiser step, :meth:`~wgfbench.nets.icnn.DenseICNN.convexify`).
 * Identity pretraining before the first step (lazily, inside the first ``step()``; its time is reported as
-  ``extra["pretrain_s"]``, not in ``train_s``): Adam lr 8e-3, at most 4000 iterations, stop at MSE < 1e-5,
-  batch 1024, X ~ P_0.
+  ``extra["pretrain_s"]``, not in ``train_s``): Adam lr 5e-3 (``pretrain_learning_rate`` of their OU
+  configuration; their mixture configurations use 8e-3, 5e-3 at d = 4), weight decay 1e-8, 4000 iterations
+  of batch 1024 from P_0 with no early stop (``pretrain_tol=None``: their loss threshold of 1e-5 is only
+  checked in verbose mode, so their experiment runs always take the 4000 iterations), clamp after each step.
 * Each step: psi warm-started from the previous step's potential, a **new** Adam (lr 5e-3, weight decay 1e-9),
-  ``iters_per_step`` = 500 iterations of batch 1024.
+  ``iters_per_step`` = 500 iterations of batch 1024, clamp after each step. The loss is minimised in their
+  scaling, h times the JKO objective above (½|T x - x|^2 + h (F-terms)): Adam is invariant to that factor except
+  through its epsilon and the weight decay, which are therefore applied as in their code. ``lr_schedule``
+  ((n_steps, lr) pairs, e.g. their mixtures' 20 steps at 5e-3 then 20 at 2e-3) overrides ``lr`` step by step.
 * Training particles: Mokrov draws a fresh batch of P_k at every iteration (P_0 samples pushed through the frozen
   maps). Here a particle set of ``n_particles`` fresh P_0 samples pushed through T_1..T_k is regenerated at the
   end of every step and the iterations walk through a random permutation of it in disjoint minibatches; with the
   default ``n_particles = batch_size * iters_per_step`` every minibatch is a fresh independent draw from P_k, the
-  same law of minibatches as Mokrov's, at one regeneration per step (the time is ``regen_s``).
+  same law of minibatches as Mokrov's, at one regeneration per step (the time is ``regen_s``). Pushing the
+  512,000 training samples of a step through k maps makes a step's cost grow linearly in k (O(K^2) per run).
 * P_k for evaluation: fresh P_0 samples pushed through the frozen maps. Densities: at model samples by change of
   variables, at arbitrary points by Newton inversion of each gradient map (:mod:`wgfbench.densities`); both in
   float64 copies of the maps, whatever ``dtype`` the training used. A point whose inversion misses its
-  tolerance gets a NaN log-density (with a warning), never a biased finite value.
+  tolerance gets a NaN log-density (with a warning), never a biased finite value. (Mokrov et al. invert by
+  gradient descent in float32 to a gradient norm of 1e-5.)
+
+Mokrov et al.'s OU experiment around the method (suite side, for reference): h = 0.05 to t = 1 (20 steps),
+evaluated every 0.1 by the Monte-Carlo SymKL on 8192 samples each way, P_0 = N(0, I), instances from
+``make_spd_matrix`` (the ``legacy_make_spd`` generator of :mod:`wgfbench.problems.ou`). Their mixture
+experiment: P_0 = N(0, 16 I), h = 0.1 to t = 4 (40 steps).
 
 All randomness of training (pretraining batches, minibatch order, probes) comes from the method's generator, so a
 run restored from ``state_dict`` continues exactly as the original would have.
@@ -61,8 +84,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
+from wgfbench_baselines.stochastic_logdet import stochastic_logdet_surrogate
 
-from wgfbench.densities import batched_grad_and_hessian, logdet_spd
+from wgfbench.densities import batched_grad_and_hessian, logdet_spd, per_coordinate_grad_and_hessian
 from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
 from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.nets.adam import adam
@@ -73,100 +97,105 @@ from wgfbench.timing import timed
 
 @dataclasses.dataclass(frozen=True)
 class JKOICNNConfig(MethodConfig):
-    """Defaults: Mokrov et al.'s OU protocol (``configs/ornstein_uhlenbeck_vary_dim.yml``)."""
+    """Defaults: Mokrov et al.'s OU protocol (``configs/ornstein_uhlenbeck_vary_dim.yml``; module docstring)."""
 
     hidden_width: Count = 64
     hidden_layers: Count = 2
     rank: Count = 5
     activation: Literal["softplus", "celu"] = "softplus"
     strong_convexity: NonNegative = 1e-6
-    # exact variant: "analytic" (DenseICNN.grad_and_hessian) or "torch_func"
-    hessian: Literal["analytic", "torch_func"] = "analytic"
+    parametrisation: Literal["mokrov", "softplus"] = "mokrov"
+    # exact variant: "analytic" (DenseICNN.grad_and_hessian), "torch_func", or "per_coordinate" (Mokrov's code)
+    hessian: Literal["analytic", "torch_func", "per_coordinate"] = "analytic"
     lr: Positive = 5e-3
+    lr_schedule: tuple[tuple[Count, Positive], ...] = ()  # (n_steps, lr) pairs, in order; then ``lr``
     weight_decay: NonNegative = 1e-9
     batch_size: Count = 1024
     iters_per_step: Count = 500
     n_particles: NonNegCount = 0  # 0: batch_size * iters_per_step (a fresh minibatch of P_k per iteration)
     pretrain_iters: NonNegCount = 4000
-    pretrain_lr: Positive = 8e-3
-    pretrain_tol: NonNegative = 1e-5
+    pretrain_lr: Positive = 5e-3
+    pretrain_tol: NonNegative | None = None  # None: no early stop (Mokrov's runs); a float: stop below that MSE
     pretrain_batch: Count = 1024
+    pretrain_weight_decay: NonNegative = 1e-8
     inversion_tol: Positive = 1e-9  # residual |grad psi(x) - y| of the float64 Newton inversion
     inversion_max_iter: Count = 100
     chunk: Count = 16_384  # rows per chunk when pushing particles through the maps
 
+    def __post_init__(self) -> None:  # a suite gives lists; keep the frozen config hashable
+        object.__setattr__(self, "lr_schedule", tuple((int(n), float(lr)) for n, lr in self.lr_schedule))
+
+    def lr_of_step(self, k: int) -> float:
+        """The learning rate of the (k+1)-th JKO step (k = 0, 1, ...): ``lr_schedule`` in order, then ``lr``."""
+        first = 0
+        for n_steps, lr in self.lr_schedule:
+            if k < first + n_steps:
+                return lr
+            first += n_steps
+        return self.lr
+
 
 @dataclasses.dataclass(frozen=True)
-class JKOICNNStochasticConfig(JKOICNNConfig):
-    """Adds the stochastic log-det gradient's settings (CP-Flow / Alvarez-Melis: CG with 50 iterations)."""
+class JKOICNNCPFlowGradConfig(JKOICNNConfig):
+    """Adds the stochastic log-det gradient's settings (CP-Flow's CG with 50 iterations)."""
 
     n_probes: Count = 1
     cg_iters: Count = 50
     cg_rtol: Positive = 1e-5
 
 
-# --- the stochastic log-det gradient ----------------------------------------------------------------------------
-def batched_cg(hvp, b: Tensor, max_iter: int, rtol: float) -> tuple[Tensor, int, Tensor]:
-    """Solve H_i u_i = b_i for every row i by conjugate gradients; ``hvp(p)`` returns the rows H_i p_i.
-
-    Stops when every row's residual |b - H u| <= rtol |b| or after ``max_iter`` iterations. Returns
-    (u, iterations, relative residual per row).
-    """
-    u = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = (r * r).sum(-1)
-    b_norm = b.norm(dim=-1).clamp_min(torch.finfo(b.dtype).tiny)
-    it = 0
-    while it < max_iter and bool((rs.sqrt() > rtol * b_norm).any()):
-        it += 1
-        hp = hvp(p)
-        curv = (p * hp).sum(-1)
-        alpha = torch.where(curv > 0, rs / curv.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-        u = u + alpha.unsqueeze(-1) * p
-        r = r - alpha.unsqueeze(-1) * hp
-        rs_new = (r * r).sum(-1)
-        p = r + (rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny)).unsqueeze(-1) * p
-        rs = rs_new
-    return u, it, rs.sqrt() / b_norm
+# Mokrov et al.'s OU protocol (configs/ornstein_uhlenbeck_vary_dim.yml, src/experiments/_ou.py): the defaults,
+# spelled out. Their experiment: h = 0.05, 20 steps, SymKL every 0.1 on 8192 samples, P_0 = N(0, I), d = 1..12.
+MOKROV_OU_PARAMS: dict[str, Any] = {
+    "hidden_width": 64,
+    "hidden_layers": 2,
+    "rank": 5,
+    "activation": "softplus",
+    "parametrisation": "mokrov",
+    "batch_size": 1024,
+    "iters_per_step": 500,
+    "lr": 5e-3,
+    "pretrain_iters": 4000,
+    "pretrain_lr": 5e-3,
+    "pretrain_tol": None,
+    "pretrain_batch": 1024,
+}
 
 
-def stochastic_logdet_surrogate(
-    potential,
-    x: Tensor,
-    generator: torch.Generator,
-    n_probes: int = 1,
-    cg_iters: int = 50,
-    cg_rtol: float = 1e-5,
-    probes: Tensor | None = None,
-) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """(T(x), s(x), diagnostics): T = grad psi (differentiable in psi's parameters) and a surrogate s with
+def _mokrov_gmm(width: int, iters: int, pretrain_lr: float = 8e-3) -> dict[str, Any]:
+    return {
+        **MOKROV_OU_PARAMS,
+        "hidden_width": width,
+        "iters_per_step": iters,
+        "batch_size": 512,
+        "pretrain_batch": 512,
+        "pretrain_lr": pretrain_lr,
+        "lr_schedule": ((20, 5e-3), (20, 2e-3)),
+        "lr": 2e-3,
+    }
 
-        d s_i / d theta = (1/P) sum_p u_p^T (dH_i/dtheta) v_p,   u_p = H_i^{-1} v_p (CG, detached),
 
-    an unbiased estimate of d log det H_i / d theta for probes with E[v v^T] = I (Rademacher v here; the estimate
-    is exact up to CG error when ``probes`` is the full standard basis, shape (d, n, d)). The value of s is
-    meaningless (about d); only its gradient is used. The Hessian is never formed: every H p is a
-    Hessian-vector product by double backward through the one graph of grad psi.
-    """
-    xr = x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(potential(xr).sum(), xr, create_graph=True)
-    if probes is None:
-        v = torch.randint(0, 2, (n_probes, *x.shape), generator=generator).to(x) * 2.0 - 1.0
-    else:
-        v = probes.to(x)
+# Mokrov et al.'s Gaussian-mixture convergence protocol per dimension (configs/convergence_comparison_dim_{d}.yml,
+# src/experiments/_convergence.py): width and iterations grow with d, batch 512, learning rate 5e-3 for 20 steps
+# then 2e-3 for 20. Their experiment: P_0 = N(0, 16 I), h = 0.1, 40 steps, "cube" mixtures of 5 to 10 components.
+MOKROV_GMM_PARAMS: dict[int, dict[str, Any]] = {
+    2: _mokrov_gmm(256, 500),
+    4: _mokrov_gmm(384, 700, pretrain_lr=5e-3),
+    6: _mokrov_gmm(512, 700),
+    8: _mokrov_gmm(512, 1000),
+    10: _mokrov_gmm(512, 1000),
+    12: _mokrov_gmm(1024, 1200),
+}
 
-    def hvp(p: Tensor) -> Tensor:
-        return torch.autograd.grad(g, xr, grad_outputs=p, retain_graph=True)[0]
-
-    surrogate = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    iters, worst = 0, 0.0
-    for vp in v:
-        u, it, rel = batched_cg(hvp, vp, cg_iters, cg_rtol)
-        iters, worst = max(iters, it), max(worst, float(rel.max()))
-        hv = torch.autograd.grad(g, xr, grad_outputs=vp, create_graph=True)[0]
-        surrogate = surrogate + (u.detach() * hv).sum(-1)
-    return g, surrogate / v.shape[0], {"cg_iters": float(iters), "cg_rel_residual": worst}
+_TINY = {
+    "hidden_width": 8,
+    "rank": 2,
+    "batch_size": 64,
+    "iters_per_step": 3,
+    "n_particles": 256,
+    "pretrain_iters": 5,
+    "pretrain_batch": 64,
+}
 
 
 # --- the methods ------------------------------------------------------------------------------------------------
@@ -176,19 +205,8 @@ class _JKOICNN(JKOMethod):
     Config = JKOICNNConfig
     has_density = True
     accelerated = True
-    tiny_params: ClassVar[dict[str, Any]] = {
-        "hidden_width": 8,
-        "rank": 2,
-        "batch_size": 64,
-        "iters_per_step": 3,
-        "n_particles": 256,
-        "pretrain_iters": 5,
-        "pretrain_batch": 64,
-    }
-    timing_params: ClassVar[dict[str, Any]] = {
-        "iters_per_step": 10,
-        "pretrain_iters": 20,
-    }  # n_particles = batch * iters = 10240
+    tiny_params: ClassVar[dict[str, Any]] = _TINY
+    timing_params: ClassVar[dict[str, Any]] = {"iters_per_step": 10, "pretrain_iters": 20}  # 10240 particles
 
     def __init__(self, problem, step_size: float, config: JKOICNNConfig, seed: int) -> None:
         super().__init__(problem, step_size, config, seed)
@@ -212,6 +230,7 @@ class _JKOICNN(JKOMethod):
             rank=cfg.rank,
             activation=cfg.activation,
             strong_convexity=cfg.strong_convexity,
+            parametrisation=cfg.parametrisation,
         )
         return net.to(self.device, self.dtype)
 
@@ -248,8 +267,10 @@ class _JKOICNN(JKOMethod):
                 lr=cfg.pretrain_lr,
                 max_iters=cfg.pretrain_iters,
                 tol=cfg.pretrain_tol,
-                weight_decay=1e-8,
+                weight_decay=cfg.pretrain_weight_decay,
+                project=self.psi.convexify,
             )
+        self.psi.convexify()  # also when pretrain_iters = 0: the first step starts from a convex psi
         self.pretrained = True
         return {"pretrain_s": m.seconds, "pretrain_iters": float(res.iterations), "pretrain_loss": res.loss}
 
@@ -258,13 +279,14 @@ class _JKOICNN(JKOMethod):
         raise NotImplementedError
 
     def _loss(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        """The JKO objective E[|T x - x|^2/(2h) + energy] on the minibatch (training minimises h times it)."""
         tx, energy, diag = self._energy(x, logp)
         transport = ((tx - x) ** 2).sum(-1) / (2.0 * self.step_size)
         return (transport + energy).mean(), diag
 
     def _train_step(self) -> tuple[float, dict[str, float]]:
         cfg = self.config
-        opt = adam(self.psi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.psi.parameters(), lr=cfg.lr_of_step(self.k), weight_decay=cfg.weight_decay)
         n = self.particles.shape[0]
         order = torch.randperm(n, generator=self.generator)
         pos = 0
@@ -277,8 +299,9 @@ class _JKOICNN(JKOMethod):
             logp = None if self.particles_logp is None else self.particles_logp[idx]
             loss, diag = self._loss(self.particles[idx], logp)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (self.step_size * loss).backward()  # Mokrov's scaling: ½|T x - x|^2 + h F (module docstring)
             opt.step()
+            self.psi.convexify()
             if not math.isfinite(loss.item()):
                 break
         return loss.item(), diag
@@ -331,7 +354,7 @@ class _JKOICNN(JKOMethod):
 
 
 class JKOICNNExact(_JKOICNN):
-    """Mokrov et al.'s JKO-ICNN with the exact Hessian log-determinant (torch.func Hessian + Cholesky)."""
+    """Mokrov et al.'s JKO-ICNN with the exact Hessian log-determinant (``hessian``: how it is built)."""
 
     name = "jko_icnn_exact"
     color = "#de8f05"
@@ -340,9 +363,13 @@ class JKOICNNExact(_JKOICNN):
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
         if self.config.hessian == "analytic":
             tx, hess = self.psi.grad_and_hessian(x)
-        else:
+            logdet = logdet_spd(hess)
+        elif self.config.hessian == "torch_func":
             tx, hess = batched_grad_and_hessian(self.psi, x)
-        logdet = logdet_spd(hess)
+            logdet = logdet_spd(hess)
+        else:  # Mokrov et al.'s code: d backward passes, then torch.logdet
+            tx, hess = per_coordinate_grad_and_hessian(self.psi, x, create_graph=True)
+            logdet = torch.logdet(hess)
         if self.problem.functional == "kl":
             energy = -self.tau * (self.problem.log_target(tx) + logdet)
         else:
@@ -350,14 +377,14 @@ class JKOICNNExact(_JKOICNN):
         return tx, energy, {}
 
 
-class JKOICNNStochastic(_JKOICNN):
-    """JKO-ICNN with the Hutchinson + CG estimate of the log-det gradient (no Hessian formed); KL only."""
+class JKOICNNCPFlowGrad(_JKOICNN):
+    """Mokrov's protocol with CP-Flow's Hutchinson + CG estimate of the log-det gradient (no Hessian); KL only."""
 
-    name = "jko_icnn_stochastic"
+    name = "jko_icnn_cpflow_grad"
     color = "#029e73"
-    Config = JKOICNNStochasticConfig
+    Config = JKOICNNCPFlowGradConfig
     functionals = frozenset({"kl"})
-    tiny_params: ClassVar[dict[str, Any]] = {**_JKOICNN.tiny_params, "cg_iters": 5}
+    tiny_params: ClassVar[dict[str, Any]] = {**_TINY, "cg_iters": 5}
 
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
         cfg = self.config

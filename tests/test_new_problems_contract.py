@@ -50,7 +50,8 @@ ACCEPTS = {
     "variational_jko": {"dro_ou", "fokker_planck_nonconvex"},
     "exact_jko": {"dro_ou"},
     "jko_icnn_exact": {"dro_ou", "fokker_planck_nonconvex"},
-    "jko_icnn_stochastic": {"dro_ou", "fokker_planck_nonconvex"},
+    "jko_icnn_cpflow_grad": {"dro_ou", "fokker_planck_nonconvex"},
+    "jko_icnn_am": {"dro_ou", "fokker_planck_nonconvex"},
     "em_particles": {"dro_ou", "fokker_planck_nonconvex"},
     "identity": set(NEW),
 }

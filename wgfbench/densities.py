@@ -4,7 +4,8 @@ Shared by every method whose maps are invertible (the JKO-ICNN baselines, the va
 
 (a) Batched derivatives with torch.func: :func:`batched_hessian` / :func:`batched_grad_and_hessian` of a
     potential psi (``vmap(jacfwd(grad psi))``, one forward-over-reverse pass for the whole batch, not d separate
-    backward passes) and :func:`batched_jacobian` of a map; log-determinants by Cholesky for symmetric positive
+    backward passes; those are :func:`per_coordinate_grad_and_hessian`, the published ICNN-JKO codes' way) and
+    :func:`batched_jacobian` of a map; log-determinants by Cholesky for symmetric positive
     definite matrices (:func:`logdet_spd`, with slogdet as the fallback for rows whose Cholesky fails) and by
     slogdet for general Jacobians (:func:`logabsdet`). All of them are differentiable in the parameters.
 
@@ -78,6 +79,27 @@ def batched_grad_and_hessian(potential: Callable[[Tensor], Tensor], x: Tensor) -
 
     hess, gval = vmap(jacfwd(g_aux, has_aux=True))(x)
     return gval, hess
+
+
+def per_coordinate_grad_and_hessian(
+    potential: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(grad psi(x), Hessian psi(x)) by d backward passes: row i of H is grad_x (d psi / d x_i).
+
+    How the ICNN-JKO codes build the Hessian before ``torch.logdet`` (Mokrov et al. 2021,
+    ``Diffusion.negative_entropy_gain``): one autograd call for grad psi with ``create_graph=True``, then one
+    ``autograd.grad`` of each coordinate of grad psi (summed over the batch) per coordinate, with
+    ``create_graph`` when the log-det is differentiated in the parameters (training). The gradient keeps its
+    graph. d + 1 backward passes instead of one batched pass; equal to :func:`batched_grad_and_hessian`.
+    """
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(potential(xr).sum(), xr, create_graph=True)
+        rows = [
+            torch.autograd.grad(g[:, i].sum(), xr, retain_graph=True, create_graph=create_graph)[0]
+            for i in range(x.shape[1])
+        ]
+    return g, torch.stack(rows, dim=1)
 
 
 def batched_hessian(potential: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

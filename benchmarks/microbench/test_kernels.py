@@ -27,7 +27,7 @@ def test_icnn_logdet_value_and_grad(benchmark, dim, impl):
     run(benchmark, W.logdet_workload(dim, 256, impl=impl, train=True), rounds=3)
 
 
-@pytest.mark.parametrize("method", ["variational_jko", "jko_icnn_exact", "jko_icnn_stochastic", "em_particles"])
+@pytest.mark.parametrize("method", ["variational_jko", "jko_icnn_exact", "jko_icnn_cpflow_grad", "em_particles"])
 @pytest.mark.parametrize("dim", [2, 32])
 def test_jko_step(benchmark, method, dim):
     benchmark.group = f"one JKO step (timing budget), d={dim}"

@@ -239,14 +239,9 @@ def per_coordinate_hessian(potential: Callable[[Tensor], Tensor], x: Tensor, cre
     grad psi with ``create_graph=True``, then one ``autograd.grad`` per coordinate (with ``create_graph``
     when the log-det must be differentiated in the parameters, i.e. in training). Returns (n, d, d).
     """
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        g = torch.autograd.grad(potential(x).sum(), x, create_graph=True)[0]
-        rows = [
-            torch.autograd.grad(g[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
-            for i in range(x.shape[1])
-        ]
-    return torch.stack(rows, dim=1)
+    from wgfbench.densities import per_coordinate_grad_and_hessian
+
+    return per_coordinate_grad_and_hessian(potential, x, create_graph=create_graph)[1]
 
 
 def icnn_hessian(psi, x: Tensor, impl: str, create_graph: bool = False) -> Tensor:

@@ -115,6 +115,7 @@ class JKOMethod(ABC):
     timing_params: ClassVar[dict[str, Any]] = {}
     restores_exactly: ClassVar[bool] = True
     restore_note: ClassVar[str] = ""
+    density_gaps: ClassVar[str] = ""  # non-empty: why log_density may be NaN at some points (unresolved there)
 
     def __init__(self, problem, step_size: float, config: MethodConfig, seed: int) -> None:
         self.check_supports(problem, config)

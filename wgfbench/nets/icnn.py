@@ -8,9 +8,15 @@ Architecture (Mokrov et al., NeurIPS 2021, ``DenseICNN``), for hidden sizes w_1.
 
 * Quad_j(x)_i = sum_{r <= rank} (q_{jir} . x)^2 + a_{ji} . x + c_{ji}: a convex quadratic "skip" layer on
   the input (a PSD form of rank ``rank`` plus an affine part), so z_1 is convex in x.
-* W_l^+ and w_out^+ are entrywise non-negative BY CONSTRUCTION: they are the softplus of unconstrained raw
-  parameters (a reparameterisation, not a clamp after each optimiser step as in Mokrov's and Fan's code),
-  so every parameter value, including one loaded from a checkpoint or reached by any optimiser, is convex.
+* W_l^+ and w_out^+ are entrywise non-negative, by one of two parametrisations (``parametrisation``):
+
+  - ``"softplus"`` (default): BY CONSTRUCTION, the softplus of unconstrained raw parameters, so every
+    parameter value, including one loaded from a checkpoint or reached by any optimiser, is convex;
+  - ``"mokrov"``: as Mokrov et al.'s code: the weights are stored as they are and projected onto the
+    non-negative orthant by :meth:`DenseICNN.convexify` (clamp at 0), which the training loop calls after
+    every optimiser step; every parameter (quadratic factors, affine weights and biases, the non-negative
+    weights) is initialised i.i.d. N(0, 1/w_1) as in their experiment scripts, with no clamp before the first
+    step (so psi is convex from the first :meth:`convexify` on, as in their code).
 * act is convex and non-decreasing (``softplus`` as in Mokrov's OU configs, or ``celu``), so each z_l is a
   convex function of x (a non-negative combination of convex functions passed through a convex
   non-decreasing function is convex).
@@ -23,8 +29,10 @@ T is affine (the configuration Fan et al. use for the porous medium).
 
 The map is T(x) = grad psi(x): :meth:`DenseICNN.gradient` (autograd, optionally with ``create_graph`` so
 that a loss on T trains psi); batched Hessians come from :func:`wgfbench.densities.batched_grad_and_hessian`
-(torch.func). :func:`pretrain_identity` fits grad psi ~ id on P_0 samples before the first JKO step
-(Mokrov et al.: Adam, lr 8e-3, at most 4000 iterations, stop once the MSE is below 1e-5).
+(torch.func). :func:`pretrain_identity` fits grad psi ~ id on P_0 samples before the first JKO step. In
+Mokrov et al.'s code (``id_pretrain_model``) that is Adam with weight decay 1e-8 for 4000 iterations, at
+lr 5e-3 in their OU configuration and 8e-3 in most of their mixture configurations; its early stop at
+MSE < 1e-5 sits inside the verbose-logging branch, so their (non-verbose) experiment runs never stop early.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -77,17 +86,31 @@ class ConvexQuadratic(nn.Module):
         return (proj**2).sum(-2) + self.linear(x)
 
 
-class NonNegLinear(nn.Module):
-    """z -> W^+ z with W^+ = softplus(raw) > 0 entrywise (no bias; offsets live in the quadratic layers)."""
+Parametrisation = Literal["softplus", "mokrov"]
+PARAMETRISATIONS: tuple[str, ...] = ("softplus", "mokrov")
 
-    def __init__(self, d_in: int, d_out: int):
+
+class NonNegLinear(nn.Module):
+    """z -> W^+ z, W^+ >= 0 entrywise (no bias; offsets live in the quadratic layers).
+
+    ``"softplus"``: W^+ = softplus(raw) > 0. ``"mokrov"``: W^+ = raw, kept >= 0 by :meth:`convexify`.
+    """
+
+    def __init__(self, d_in: int, d_out: int, parametrisation: Parametrisation = "softplus"):
         super().__init__()
+        self.parametrisation = parametrisation
         init = torch.empty(d_out, d_in).uniform_(1e-3, 1.0 / math.sqrt(d_in))
-        self.raw = nn.Parameter(_inv_softplus(init))
+        self.raw = nn.Parameter(_inv_softplus(init) if parametrisation == "softplus" else init)
 
     @property
     def weight(self) -> Tensor:
-        return F.softplus(self.raw)
+        return F.softplus(self.raw) if self.parametrisation == "softplus" else self.raw
+
+    @torch.no_grad()
+    def convexify(self) -> None:
+        """Project the stored weights onto W >= 0 (``"mokrov"``; nothing to do for ``"softplus"``)."""
+        if self.parametrisation == "mokrov":
+            self.raw.clamp_(min=0.0)
 
     def forward(self, z: Tensor) -> Tensor:
         return z @ self.weight.T
@@ -103,6 +126,7 @@ class DenseICNN(nn.Module):
         rank: int = 5,
         activation: str = "softplus",
         strong_convexity: float = 1e-6,
+        parametrisation: Parametrisation = "softplus",
     ):
         super().__init__()
         if not hidden:
@@ -111,14 +135,28 @@ class DenseICNN(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if strong_convexity < 0:
             raise ValueError(f"strong_convexity must be >= 0, got {strong_convexity}")
+        if parametrisation not in PARAMETRISATIONS:
+            raise ValueError(f"unknown parametrisation {parametrisation!r}; choose one of {PARAMETRISATIONS}")
         self.dim = dim
         self.hidden = tuple(int(w) for w in hidden)
         self.activation = activation
         self.strong_convexity = float(strong_convexity)
+        self.parametrisation = parametrisation
         self.act = ACTIVATIONS[activation]
         self.quadratic = nn.ModuleList(ConvexQuadratic(dim, w, rank) for w in self.hidden)
-        self.convex = nn.ModuleList(NonNegLinear(a, b) for a, b in zip(self.hidden[:-1], self.hidden[1:], strict=True))
-        self.out = NonNegLinear(self.hidden[-1], 1)
+        self.convex = nn.ModuleList(
+            NonNegLinear(a, b, parametrisation) for a, b in zip(self.hidden[:-1], self.hidden[1:], strict=True)
+        )
+        self.out = NonNegLinear(self.hidden[-1], 1, parametrisation)
+        if parametrisation == "mokrov":
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.copy_(torch.randn_like(p) / math.sqrt(self.hidden[0]))
+
+    def convexify(self) -> None:
+        """Clamp the non-negative weights at 0 after an optimiser step (``"mokrov"``; a no-op for ``"softplus"``)."""
+        for layer in (*self.convex, self.out):
+            layer.convexify()
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.quadratic[0](x)
@@ -201,14 +239,17 @@ def pretrain_identity(
     batch_size: int = 1024,
     lr: float = 8e-3,
     max_iters: int = 4000,
-    tol: float = 1e-5,
+    tol: float | None = 1e-5,
     weight_decay: float = 0.0,
+    project: Callable[[], None] | None = None,
 ) -> PretrainResult:
     """Fit grad psi ~ identity: minimise MSE(grad psi(X), X) (mean over entries), X ~ ``sample(batch_size)``.
 
     Adam with ``lr``; stops at the first iteration whose minibatch MSE is below ``tol`` or after
-    ``max_iters`` iterations (Mokrov et al.'s protocol: lr 8e-3, 4000, 1e-5). ``sample`` returns a batch
-    already on the potential's device and dtype.
+    ``max_iters`` iterations; ``tol=None`` never stops early (every iteration runs, as in Mokrov et al.'s
+    experiment runs; see the module docstring). ``project`` is called after every optimiser step (e.g.
+    :meth:`DenseICNN.convexify`). ``sample`` returns a batch already on the potential's device and dtype.
+    ``converged`` is True when the last minibatch MSE is below ``tol`` (always False with ``tol=None``).
     """
     opt = adam(potential.parameters(), lr=lr, weight_decay=weight_decay)
     loss_value = float("inf")
@@ -216,9 +257,11 @@ def pretrain_identity(
         x = sample(batch_size)
         loss = F.mse_loss(potential.gradient(x, create_graph=True), x)
         loss_value = loss.item()
-        if loss_value < tol:
+        if tol is not None and loss_value < tol:
             return PretrainResult(iterations=it, loss=loss_value, converged=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if project is not None:
+            project()
     return PretrainResult(iterations=max_iters, loss=loss_value, converged=False)
