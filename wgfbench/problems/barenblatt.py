@@ -214,6 +214,7 @@ class BarenblattProblem:
     seed: int = 0
     name: str = "barenblatt"
     functional: str = "generalised_entropy"
+    transient: ClassVar[bool] = True  # reference(t) is the spreading Barenblatt profile P_t
     compact_support: ClassVar[bool] = True  # no generic SymKL: see wgfbench.metrics_porous for the KL directions
 
     @property

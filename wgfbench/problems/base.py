@@ -48,6 +48,9 @@ class Problem(Protocol):
     name: str
     dim: int
     functional: Functional
+    # False when reference(t) is one stationary law for every t (a sampling target); samplers that are not time
+    # integrators (e.g. the importance-corrected neural JKO) run only such problems
+    transient: bool
 
     def initial(self) -> Law:
         """P_0."""

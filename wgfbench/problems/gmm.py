@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -165,6 +166,7 @@ class GMMProblem:
     name: str = "gmm"
     functional: str = "kl"
     temperature: float = 1.0
+    transient: ClassVar[bool] = False  # reference(t) is the stationary target Q for every t
     ksd_beta: float = field(init=False)
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -70,6 +71,7 @@ class OUProblem:
     seed: int = 0
     name: str = "ou"
     functional: str = "kl"
+    transient: ClassVar[bool] = True  # reference(t) is the moving OU marginal P_t
     _eig: tuple[Tensor, Tensor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
