@@ -14,6 +14,11 @@ PROBLEMS: dict[str, str] = {
     "ou": "wgfbench.problems.ou:make_ou",
     "barenblatt": "wgfbench.problems.barenblatt:make_barenblatt",
     "gmm": "wgfbench.problems.gmm:make_gmm",
+    "hg_8modes": "wgfbench.problems.hg_targets:make_hg_8modes",
+    "hg_8peaky": "wgfbench.problems.hg_targets:make_hg_8peaky",
+    "hg_gmm": "wgfbench.problems.hg_targets:make_hg_gmm",
+    "hg_funnel": "wgfbench.problems.hg_targets:make_hg_funnel",
+    "hg_mustache": "wgfbench.problems.hg_targets:make_hg_mustache",
 }
 
 METHODS: dict[str, str] = {
