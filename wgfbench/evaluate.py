@@ -16,7 +16,12 @@ Metrics (see :mod:`wgfbench.metrics`):
 * ``symkl_mc`` (+ ``symkl_mc_se``): Monte-Carlo SymKL on ``n_mc`` samples, for methods with a density;
 * ``symkl_kde`` (+ ``_se``): the same with a Gaussian KDE of ``n_mc`` samples as the model density, for
   methods without one in d <= 3 (Mokrov et al.'s particle-method columns; KDE bias included);
-* problem-specific extras from ``problem.extra_metrics(...)`` when the problem defines it.
+* problem-specific extras from ``problem.extra_metrics(...)`` when the problem defines it;
+* for sampling targets (problems with ``target_metrics``, :mod:`wgfbench.problems.hg_targets`):
+  ``sliced_energy`` (+ ``_floor``), Hertrich & Gruhlke's sliced energy distance to the target on
+  ``problem.sliced_energy_samples`` samples of each (:mod:`wgfbench.metrics_sliced_energy`), and for methods
+  with a density ``log_z`` (+ ``_se``), the log-normaliser estimate from the ``n_mc`` model samples and their
+  log-densities (truth 0; :mod:`wgfbench.metrics_log_normaliser`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,26 @@ def density_metrics(
     return {"symkl_mc" + suffix: value, "symkl_mc" + suffix + "_se": se}
 
 
+def sampling_target_metrics(
+    problem, method, gen: torch.Generator, x_mc: Tensor | None, log_p: Tensor | None
+) -> dict[str, float]:
+    """Sliced energy distance to the target with its floor, and log Z from model densities (module docstring)."""
+    from wgfbench.metrics_log_normaliser import log_normaliser_estimate
+    from wgfbench.metrics_sliced_energy import sliced_energy_distance, sliced_energy_floor
+
+    n, n_proj = problem.sliced_energy_samples, problem.sliced_energy_projections
+    target = problem.reference(0.0)
+    x = method.sample(n, gen).to(torch.float64)
+    out = {
+        "sliced_energy": sliced_energy_distance(x, target.sample(n, gen), n_proj, gen),
+        "sliced_energy_floor": sliced_energy_floor(target, n, n_proj, gen),
+    }
+    if log_p is not None:
+        value, se = log_normaliser_estimate(problem.log_target(x_mc.to(torch.float64)), log_p)
+        out |= {"log_z": value, "log_z_se": se}
+    return out
+
+
 def discretisation_metrics(jko: GaussianLaw, pde: GaussianLaw) -> dict[str, float]:
     """Closed-form distance of the exact JKO iterate to the PDE solution (time-discretisation error)."""
     return {
@@ -108,6 +133,8 @@ def evaluate_step(problem, method, k: int, h: float, spec: EvalSpec, run_seed: i
             row |= density_metrics(pde, x_mc, log_p, method, gen)
             if jko is not None:
                 row |= density_metrics(jko, x_mc, log_p, method, gen, suffix="_vs_jko")
+    if getattr(problem, "target_metrics", False):
+        row |= sampling_target_metrics(problem, method, gen, x_mc, log_p)
     if hasattr(problem, "extra_metrics"):
         samples = x if x_mc is None else x_mc.to(torch.float64)
         row |= problem.extra_metrics(
