@@ -33,9 +33,28 @@ TINY: dict[str, dict] = {
     "jko_icnn_stochastic": {**_ICNN_TINY, "cg_iters": 5},
     "em_particles": {"n_particles": 1024},
     "identity": {},
+    "neural_jko": {"n_particles": 256, "batch_size": 64, "iters_per_step": 3, "width": 8, "rk4_steps": 2},
+    "neural_jko_ic": {
+        "n_particles": 256,
+        "batch_size": 64,
+        "iters_per_step": 3,
+        "width": 8,
+        "rk4_steps": 2,
+        "n_flow_steps": 0,
+    },
 }
 # methods whose every random draw comes from their own generator: a restored run is bit-identical
-DETERMINISTIC_RESTORE = {"exact_jko", "jko_icnn_exact", "jko_icnn_stochastic", "em_particles", "identity"}
+DETERMINISTIC_RESTORE = {
+    "exact_jko",
+    "jko_icnn_exact",
+    "jko_icnn_stochastic",
+    "em_particles",
+    "identity",
+    "neural_jko",
+    "neural_jko_ic",
+}
+# methods that refuse OU (samplers of stationary targets) run the contract on their natural problem (name, dim)
+NATURAL_PROBLEM = {"neural_jko_ic": ("hg_8modes", 2)}
 H = 0.05
 N_SAMPLES = 300
 
@@ -44,10 +63,15 @@ def _problem(dim: int = 2):
     return make_problem("ou", dim, 0)
 
 
+def _natural_problem(name: str):
+    problem, dim = NATURAL_PROBLEM.get(name, ("ou", 2))
+    return make_problem(problem, dim, 0)
+
+
 def _build(name: str, problem=None):
     if name not in TINY:
         pytest.fail(f"method {name!r} is registered but has no tiny configuration in tests/test_method_contract.py")
-    return make_method(name, problem if problem is not None else _problem(), H, TINY[name], seed=3)
+    return make_method(name, problem if problem is not None else _natural_problem(name), H, TINY[name], seed=3)
 
 
 def test_every_registered_method_has_a_tiny_config():
@@ -78,7 +102,7 @@ def test_steps_samples_and_stats(name):
 
 @pytest.mark.parametrize("name", sorted(n for n in METHODS if method_class(n).has_density))
 def test_log_densities_at_samples_and_at_arbitrary_points(name):
-    problem = _problem()
+    problem = _natural_problem(name)
     method = _build(name, problem)
     method.step()
     method.step()

@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "jko_icnn_stochastic": "baselines.jko_icnn:JKOICNNStochastic",
     "em_particles": "baselines.em_particles:EulerMaruyama",
     "identity": "baselines.identity:Identity",
+    "neural_jko": "baselines.neural_jko:NeuralJKO",
 }
 
 

@@ -27,7 +27,8 @@ types and ranges of numbers (finite; step size > 0, n_steps >= 1, dims >= 1, see
 problem and method names against the registry, problem parameters by name and type (and by building
 the problem in every dimension), method parameters by name and type against the method's ``Config``
 (by value for ``device``, ``dtype`` and fields annotated ``typing.Literal[...]``), dimensions a method
-cannot run (``check_supports``), report_t within the flow, and keys given twice in the YAML.
+cannot run (``check_supports``, given the method's parameters), report_t within the flow, and keys given
+twice in the YAML.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import yaml
 
 from wgfbench import registry
 from wgfbench.evaluate import EvalSpec
+from wgfbench.methods.base import build_config
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = {"name", "description", "eval", "defaults", "experiments"}
@@ -313,10 +315,14 @@ def _check_experiment(
                 if dims_ok and d not in dims:
                     chk.err(f"{mkey}.dims", f"dim {d} is not among the experiment's dims; allowed: a subset of {dims}")
         unsupported: dict[str, list[int]] = {}
+        try:  # the method's configuration, for refusals that depend on it (None where the params are invalid)
+            mconfig = build_config(cls.Config, mparams)
+        except Exception:  # already reported by _check_params
+            mconfig = None
         for d in mdims:
             if d in problems:
                 try:
-                    cls.check_supports(problems[d])
+                    cls.check_supports(problems[d], mconfig)
                 except Exception as e:  # UnsupportedProblem, or anything else a method's check raises
                     unsupported.setdefault(str(e), []).append(d)
         for msg, ds in unsupported.items():
