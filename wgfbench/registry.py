@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "em_particles": "baselines.em_particles:EulerMaruyama",
     "identity": "baselines.identity:Identity",
     "neural_jko": "baselines.neural_jko:NeuralJKO",
+    "neural_jko_ic": "baselines.neural_jko_ic:NeuralJKOIC",
 }
 
 
