@@ -109,16 +109,16 @@ Divergence = Literal["auto", "exact", "hutchinson"]
 class NeuralJKOConfig(MethodConfig):
     """Defaults: a CPU budget (module docstring); HG_PAPER_PARAMS holds the paper's protocol."""
 
-    n_particles: int = 8192
-    batch_size: int = 512
-    iters_per_step: int = 100
+    n_particles: int = 4096
+    batch_size: int = 256
+    iters_per_step: int = 40
     lr: float = 5e-3
     lr_decay: float = 0.95
     lr_decay_every: int = 100
     width: int = 0  # 0: Hertrich & Gruhlke's 2d + 50
     n_hidden: int = 3
     solver: Literal["rk4", "dopri5_adjoint"] = "rk4"
-    rk4_steps: int = 4
+    rk4_steps: int = 2
     atol: float = 1e-3
     rtol: float = 1e-3
     train_divergence: Divergence = "auto"  # auto: exact for d <= exact_max_dim, else Hutchinson
