@@ -9,7 +9,7 @@ and P_{k+1} = T_k # P_k with T_k(x) = z(1) the flow of v_k from z(0) = x. With t
 
 and by Benamou-Brenier min_v E[w(1)] = W2^2(P_k, T#P_k) over the velocity fields with a given end map, so
 min L is the JKO step  min_P W2^2(P, P_k)/(2h) + F(P). Hertrich & Gruhlke write the loss as
-E[U(z(1))] + E[w(1)]/tau - E[l(1)] (their code's ``loss_function``): **their tau is 2h** in this convention.
+E[U(z(1))] + E[w(1)]/tau - E[l(1)] (and their public code): **their tau is 2h** in this convention.
 The suite's ``step_size`` is always h; their tau_0 = 0.0025 is ``step_size = 0.00125`` here.
 
 The functional term, with log p_{k+1}(T x) = log p_k(x) - l(1) (change of variables):
@@ -37,7 +37,7 @@ Dormand-Prince with the adjoint gradient (torchdiffeq, an optional extra: ``pip 
 refused with that message where it is missing), atol = rtol = 1e-3; the frozen flow is then re-integrated with
 ceil(nfe/4 + 1) RK4 steps, nfe the running mean of the forward solves' evaluations (their rule).
 
-**Training** (their ``train``): a new network and a new Adam (lr ``lr``, multiplied by ``lr_decay`` every
+**Training** (as their public code): a new network and a new Adam (lr ``lr``, multiplied by ``lr_decay`` every
 ``lr_decay_every`` iterations) per step; ``iters_per_step`` iterations over disjoint minibatches of a random
 permutation of ``n_particles`` particles of P_k, which are regenerated after every step from fresh P_0 draws
 through the frozen flows (with log p_k by the change of variables where the functional needs it).
@@ -83,7 +83,7 @@ from wgfbench.nets.adam import adam
 from wgfbench.nets.velocity import VelocityMLP, default_width
 from wgfbench.timing import timed
 
-# Hertrich & Gruhlke's protocol (their examples/configs.py and src/train.py): 5000 Adam iterations of batch 5000
+# Hertrich & Gruhlke's protocol (their public code's configuration): 5000 Adam iterations of batch 5000
 # over 50k particles per step, lr 5e-3 decayed x0.95 every 100 iterations, dopri5 with the adjoint and one
 # Rademacher probe in training, frozen flows with exact divergences for d <= 5 and 5 probes above.
 HG_PAPER_PARAMS: dict[str, object] = {

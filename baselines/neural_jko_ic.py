@@ -5,7 +5,7 @@ non-local jumps (mass moves from where the model has too much of it to fresh mod
 Wasserstein gradient flow. It refuses every transient problem (``problem.transient``: one whose reference(t)
 changes with t), so that a suite pairing it with OU or the porous medium fails validation with that reason.
 
-**Schedule** (their ``train``): ``n_flow_steps`` CNF steps of :class:`~baselines.neural_jko.NeuralJKO`, then
+**Schedule** (as their public code): ``n_flow_steps`` CNF steps of :class:`~baselines.neural_jko.NeuralJKO`, then
 blocks of [1 CNF step + ``rejection_steps_per_block`` rejection steps], repeated; one ``step()`` call is one
 element of the schedule. The j-th CNF step has the step size h_j = h growth^j (our W2^2/(2h) convention: their
 tau_j = 2 h_j; growth 4 by default, 2 for GMM-d). The method's own flow-time axis is reported in
@@ -13,7 +13,7 @@ tau_j = 2 h_j; growth 4 by default, 2 for GMM-d). The method's own flow-time axi
 ``step_kind`` (0 = CNF, 1 = rejection) and ``h_k`` (0 for a rejection step). The record's ``t`` column (k h) is
 not a flow time for this method; the target, the reference of every t, is.
 
-**Rejection step** (their Alg. 2 / ``RejectionStep``; Thm 4.2). Given the model P with density p, a constant
+**Rejection step** (Hertrich & Gruhlke §4, Thm 4.2). Given the model P with density p, a constant
 c > 0 and the acceptance probability
 
     alpha(x) = min(1, q(x) / (c p(x))) = exp(min(0, log_target(x) - log p(x) - log c)),
@@ -53,7 +53,7 @@ from baselines.neural_jko import NeuralJKO, NeuralJKOConfig
 from wgfbench.methods.base import Diverged, MethodConfig, StepStats, UnsupportedProblem, check_finite
 from wgfbench.timing import timed
 
-# Hertrich & Gruhlke's schedules per target (their examples/configs.py): CNF steps before the first block, number of
+# Hertrich & Gruhlke's schedules per target (their public configuration): CNF steps before the first block, number of
 # [1 CNF + 3 rejection] blocks, step growth, and the first step h_0 in our convention (their tau_0 / 2). A suite's
 # n_steps for one is n_flow_steps + blocks * (1 + rejection_steps_per_block). The mustache runs their default
 # tau_0 = 0.01: its config sets a misspelt ``inital_tau = 0.05`` that their code never reads.

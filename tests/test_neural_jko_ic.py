@@ -148,3 +148,26 @@ def test_stationary_targets_pass_suite_validation():
         },
     }
     assert len(parse_suite(doc).runs) == 2
+
+
+def test_targets_suite_runs_the_published_schedules():
+    """suites/cnf-targets.yaml: each importance-corrected experiment has Hertrich & Gruhlke's schedule (first step
+    h_0 = tau_0 / 2, growth, CNF steps and blocks), and each plain one the same CNF steps without rejection."""
+    from pathlib import Path
+
+    import yaml
+
+    from baselines.neural_jko_ic import HG_SCHEDULES
+
+    suite = yaml.safe_load((Path(__file__).resolve().parents[1] / "suites" / "cnf-targets.yaml").read_text())
+    names = {"modes8": "8modes", "peaky8": "8peaky", "mustache": "mustache", "funnel": "funnel"}
+    names["gmm10"] = "gmm_d10_to_100"
+    for short, key in names.items():
+        sched = HG_SCHEDULES[key]
+        ic, plain = suite["experiments"][f"{short}_ic"], suite["experiments"][f"{short}_plain"]
+        params = ic["methods"]["neural_jko_ic"]["params"]
+        assert params["n_flow_steps"] == sched["n_flow_steps"] and params["step_growth"] == sched["step_growth"]
+        assert ic["n_steps"] == sched["n_flow_steps"] + 4 * sched["blocks"]
+        assert plain["n_steps"] == sched["n_flow_steps"] + sched["blocks"]
+        assert ic["step_size"] == plain["step_size"] == pytest.approx(sched["h0"])
+        assert plain["methods"]["neural_jko"]["params"]["step_growth"] == sched["step_growth"]

@@ -1,4 +1,4 @@
-r"""Sliced energy distance in Hertrich & Gruhlke's convention (ICML 2025, §5; their src/metrics.py), with its floor.
+r"""Sliced energy distance in Hertrich & Gruhlke's convention (ICML 2025, §5), with its floor.
 
 For laws P, Q on R^d the energy distance in their convention is the half of Székely's,
 

@@ -1,4 +1,4 @@
-r"""Hertrich & Gruhlke's sampling targets (ICML 2025, §5 and their repository's examples/energies.py), as problems.
+r"""Hertrich & Gruhlke's sampling targets (ICML 2025, §5, and their public code), as problems.
 
 Each is the KL flow F(P) = KL(P || Q) (temperature 1) towards a **normalised** target Q with an exact sampler,
 started from their latent law P_0 = N(0, I). They are stationary targets: ``reference(t)`` is Q for every t,
