@@ -162,13 +162,15 @@ class NeuralJKOIC(NeuralJKO):
 
     @classmethod
     def check_supports(cls, problem, config: MethodConfig | None = None) -> None:
-        super().check_supports(problem, config)
+        # the generic checks (functional, dimension) first, then this sampler's reason, then the neural JKO's
+        super(NeuralJKO, cls).check_supports(problem, config)
         if problem.transient:
             raise UnsupportedProblem(
                 f"method {cls.name!r} is a sampler of a stationary target, not a time integrator (its rejection "
                 f"steps are non-local jumps): problem {problem.name!r} is transient (its reference(t) changes with "
                 "t); use a stationary target (transient=False)"
             )
+        super().check_supports(problem, config)
 
     def __init__(self, problem, step_size: float, config: NeuralJKOICConfig, seed: int) -> None:
         if config.n_flow_steps < 0 or config.rejection_steps_per_block < 0:

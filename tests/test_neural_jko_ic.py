@@ -129,7 +129,7 @@ def test_transient_problems_are_refused_at_suite_validation(problem):
     with pytest.raises(UnsupportedProblem):
         NeuralJKOIC.check_supports(make_problem(problem, 2, 0))
     if problem == "ou":
-        with pytest.raises(SuiteError, match="not a time integrator"):
+        with pytest.raises(SuiteError, match="sampler of a stationary target, not a time integrator"):
             parse_suite(doc)
 
 
