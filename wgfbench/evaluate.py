@@ -19,6 +19,10 @@ What is computed (:mod:`wgfbench.metrics`):
   without one in d <= 3 (Mokrov et al.'s particle-method columns; KDE bias included);
 * stationary targets (:class:`~wgfbench.problems.base.StationaryProblem`): ``ksd`` (kernel Stein discrepancy
   with the target's score) and ``symkl_moment_target`` (moment fits against the target's exact moments);
+  and, for methods with densities, ``log_z`` (+ ``_se``): the log-normaliser estimate -E[U + log p] from the
+  ``n_mc`` model samples (truth 0: the target's density is normalised; :mod:`wgfbench.metrics.log_normaliser`);
+  where the suite asks (``eval.sliced_energy_samples``), ``sliced_energy`` (+ ``_floor``), Hertrich & Gruhlke's
+  sliced energy distance (:mod:`wgfbench.metrics.sliced_energy`);
 * generalised-entropy problems: the porous-medium metrics of :mod:`wgfbench.metrics.porous`.
 """
 
@@ -34,8 +38,10 @@ from torch import Tensor
 
 from wgfbench import metrics
 from wgfbench.metrics import catalogue
+from wgfbench.metrics.log_normaliser import log_normaliser_estimate
 from wgfbench.metrics.porous import porous_discretisation_metrics, porous_metrics
-from wgfbench.params import Count, Range, SampleSize
+from wgfbench.metrics.sliced_energy import sliced_energy_distance, sliced_energy_floor
+from wgfbench.params import Count, NonNegCount, Range, SampleSize
 from wgfbench.problems.base import EntropyProblem, Law, StationaryProblem
 from wgfbench.problems.gaussian import GaussianLaw, moment_fit
 
@@ -53,6 +59,10 @@ class EvalSpec:
     seed: Annotated[int, Range(0, 2**31 - 1)] = 2024
     ksd_batch_size: SampleSize = 1000  # the KSD is averaged over disjoint batches of this size (Fan et al.: 1000)
     ksd_batches: Count = 10  # ... at most this many (Fan et al.: 10)
+    # Hertrich & Gruhlke's sliced energy distance to a stationary target: model and exact samples each (0: off;
+    # their protocol: 50,000) and projections (theirs: 1000)
+    sliced_energy_samples: NonNegCount = 0
+    sliced_energy_projections: Count = 1000
 
 
 def _col(name: str, against: str = "pde", part: str | None = None) -> str:
@@ -134,6 +144,16 @@ class Evaluator:
             out[_col("symkl_moment_target", part="floor")] = metrics.gaussian_symkl(moment_fit(exact), moments)
         return out
 
+    def sliced_energy(self, method, gen: torch.Generator) -> dict[str, float]:
+        """Hertrich & Gruhlke's sliced energy distance of fresh model samples to the target, with its floor."""
+        n, n_proj = self.spec.sliced_energy_samples, self.spec.sliced_energy_projections
+        target = self.problem.target()
+        x = method.sample(n, gen).to(torch.float64)
+        return {
+            _col("sliced_energy"): sliced_energy_distance(x, target.sample(n, gen), n_proj, gen),
+            _col("sliced_energy", part="floor"): sliced_energy_floor(target, n, n_proj, gen),
+        }
+
     def __call__(self, method, k: int, h: float) -> dict[str, float]:
         """Every metric of the method's current P_k."""
         problem, spec = self.problem, self.spec
@@ -165,6 +185,11 @@ class Evaluator:
         samples = x if x_mc is None else x_mc.to(torch.float64)
         if not problem.transient and isinstance(problem, StationaryProblem):
             row |= self.target_metrics(samples, gen)
+            if log_p is not None:  # the target's density is normalised: log Z = 0 is the truth
+                value, se = log_normaliser_estimate(problem.target().log_density(x_mc), log_p)
+                row |= {_col("log_z"): value, _col("log_z", part="se"): se}
+            if spec.sliced_energy_samples:
+                row |= self.sliced_energy(method, gen)
         if isinstance(problem, EntropyProblem):
             if jko is not None:
                 row |= porous_discretisation_metrics(jko, pde)

@@ -116,6 +116,7 @@ class JKOMethod(ABC):
     restores_exactly: ClassVar[bool] = True
     restore_note: ClassVar[str] = ""
     density_gaps: ClassVar[str] = ""  # non-empty: why log_density may be NaN at some points (unresolved there)
+    contract_problem: ClassVar[str] = "ou"  # the problem (d = 2) the contract test runs the tiny_params on
 
     def __init__(self, problem, step_size: float, config: MethodConfig, seed: int) -> None:
         self.check_supports(problem, config)
