@@ -286,8 +286,8 @@ def test_fingerprint_changes_with_the_law() -> None:
 
 
 def test_kde_and_statistic_floors_run_and_see_the_kde_bias() -> None:
-    """KDE SymKL has a positive bias at zero error (its floor mean > 0); a KSD-type statistic of exact samples
-    (here the squared mean, an unbiased-for-zero-free positive statistic) gets its floor from exact draws."""
+    """KDE SymKL has a positive bias at zero error (its floor mean > 0); a statistic of the samples alone (as KSD is;
+    here the squared error of the sample mean, whose floor mean tr(S)/n is known) gets its floor from exact draws."""
     law = make_ou(2, 0).reference(0.5)
     kde = floors.kde_symkl_floor(law, 300)
     assert kde.mean > 0 and kde.n_reps == 20
