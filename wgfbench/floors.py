@@ -18,14 +18,14 @@ upper quantiles. This module gives the floor's mean, standard deviation and 95% 
 **Moment-fit SymKL.** Let x_1..x_n ~ N(m, S) i.i.d., mean_hat = x̄ and cov_hat = Σ (x_i - x̄)(x_i - x̄)^T / ν,
 ν = n - 1. SymKL and the moment fit are both affine-equivariant, so the law of
 K = SymKL(N(x̄, cov_hat), N(m, S)) is that for m = 0, S = I, where x̄ = z / √n with z ~ N(0, I) independent of
-W = ν cov_hat ~ Wishart_d(ν, I) (Anderson, *An Introduction to Multivariate Statistical Analysis*, 2003,
-Thm 3.3.2). With M = cov_hat^{-1} = ν W^{-1},
+W = ν cov_hat ~ Wishart_d(ν, I) (Anderson, *An Introduction to Multivariate Statistical Analysis*, 3rd ed.
+2003, §3.3 and §7.2). With M = cov_hat^{-1} = ν W^{-1},
 
     2K = tr(cov_hat) + tr(M) - 2d + x̄^T (I + M) x̄.
 
-The Wishart and inverse-Wishart moments (q = ν - d; Anderson 2003 §7.7; Press, *Applied Multivariate
-Analysis*, 1982, §5.2; the covariance of tr W and tr W^{-1} from Stein's identity for the Wishart density,
-E[g tr W] = ν tr(Σ) E[g] - 2 Σ_i ∂E[g]/∂(Σ^{-1})_ii):
+The Wishart and inverse-Wishart moments (q = ν - d; von Rosen, Scand. J. Statist. 1988, for the inverse-Wishart
+second moments; the covariance of tr W and tr W^{-1} from the Stein-Haff identity for the Wishart density, Haff,
+J. Multivariate Anal. 1979, E[g tr W] = ν tr(Σ) E[g] - 2 Σ_i ∂E[g]/∂(Σ^{-1})_ii, here with g = tr W^{-1}):
 
     E tr W = ν d,  Var tr W = 2 ν d,  E tr W^{-1} = d / (q - 1),
     Var tr W^{-1} = 2 d (ν - 1) / (q (q - 1)^2 (q - 3)),  E tr W^{-2} = d (ν - 1) / (q (q - 1) (q - 3)),
@@ -44,7 +44,7 @@ law's own shape, corrected at finite n).
 **Moment-fit Bures W2.** W2^2(N(x̄, cov_hat), N(m, S)) = |x̄ - m|^2 + B^2(cov_hat, S): the mean part is exactly
 |x̄ - m|^2 = z^T S z / n. In S's eigenbasis (eigenvalues λ_i), cov_hat = S + Λ^½ E Λ^½ with E = W/ν - I, and the
 Bures distance to second order in E is B^2 = ½ Σ_ij Δ_ij^2 / (λ_i + λ_j), Δ = Λ^½ E Λ^½ (the Bures-Wasserstein
-metric tensor; Bhatia, Jain & Lim, Expo. Math. 2019, eq. (25) ff.; Takatsu, Osaka J. Math. 2011). The E_ij are
+Riemannian metric; Takatsu, Osaka J. Math. 2011; Bhatia, Jain & Lim, Expo. Math. 2019). The E_ij are
 uncorrelated with variances 2/ν (i = j) and 1/ν (i ≠ j) and tend to normals, so to leading order W2^2 is the
 weighted χ² sum
 
@@ -53,9 +53,11 @@ weighted χ² sum
 z, g i.i.d. N(0, 1): E W2^2 ≈ Σ_k w_k = tr(S)/n + [tr S + Σ_{i≠j} λ_i λ_j / (λ_i + λ_j)] / (2ν),
 Var W2^2 ≈ 2 Σ_k w_k^2. For W2 itself, E √Q of the weighted sum is computed exactly from its Laplace transform,
 E √Q = (2√π)^{-1} ∫_0^∞ (1 - Π_k (1 + 2 w_k t)^{-½}) t^{-3/2} dt, and the 95% quantile of W2 is the square
-root of Q's, by Imhof's inversion of its characteristic function (a Gamma law matched to the mean and variance is
-up to 3% low for ill-conditioned S, where two weights dominate). The neglected terms are of relative order d/n (third
-and fourth Wishart moments); tests bound the error against simulation on the suite's grid.
+root of Q's, by Imhof's inversion of its characteristic function (Imhof, Biometrika 1961; a Gamma law matched to
+the mean and variance is up to 3% low for ill-conditioned S, where two weights dominate). The neglected terms
+(third and fourth Wishart moments) are of relative order d/n: the tests bound the relative error of the mean and sd
+of W2^2 and W2 and of the q95 of W2 by 0.25 d/n against exact Wishart simulation (d = 2, 8, 32; n = 500, 5000;
+well- and ill-conditioned S); the mean of W2^2 comes out about 0.12 d/n low.
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(16)
 
 
 def weighted_chi2_sf(x: float, weights: np.ndarray, tol: float = 1e-9, max_points: int = 20_000_000) -> float:
-    r"""P(Q > x) for Q = Σ_k w_k g_k^2, g_k i.i.d. N(0, 1), by Imhof's inversion (Biometrika 1961, eq. (3.2)):
+    r"""P(Q > x) for Q = Σ_k w_k g_k^2, g_k i.i.d. N(0, 1), by Imhof's inversion (Imhof, Biometrika 1961):
 
         P(Q > x) = ½ + (1/π) ∫_0^∞ sin θ(u) / (u ρ(u)) du,  θ(u) = ½ Σ_k arctan(w_k u) - ½ x u,
         ρ(u) = Π_k (1 + w_k^2 u^2)^{1/4},
