@@ -4,8 +4,9 @@
     snakemake --config suite=suites/ou-baselines.yaml       # another suite
     snakemake --config suite=suites/paper.yaml gpu=1        # neural methods ask for a GPU resource
 
-Outputs go to results/<suite name>/ (override with --config out=DIR): runs/ (one parquet record
-per run), table.md / table.parquet / summary.parquet, figures/ (PNG and PDF), logs/.
+Outputs go to output/<suite name>/ (git-ignored; override with --config out=DIR, e.g. out=results/<suite> to
+regenerate the committed reference results): runs/ (one parquet record per run), table.md / table.parquet /
+summary.parquet, figures/ (PNG and PDF), logs/, floors/ (the simulated noise floors the runs share).
 The suite file is validated before any job starts; a malformed one stops here with every mistake
 listed. A run that diverges, times out or fails still writes its record (with that status), so the
 tables are always built from every run.
@@ -25,7 +26,9 @@ try:
 except SuiteError as err:
     sys.stderr.write(f"{err}\n")
     raise SystemExit(2)
-OUT = config.get("out", f"results/{SUITE.name}")
+# a user's runs go to output/<suite>/ (ignored by git): the committed reference results under results/<suite>/ are
+# only written when asked for (--config out=results/<suite>)
+OUT = config.get("out", f"output/{SUITE.name}")
 USE_GPU = int(config.get("gpu", 0))
 RUNS = {r.job_id: r for r in SUITE.runs}
 # the CLI of the Python running this workflow (works whether or not the venv's bin is on PATH)
@@ -44,6 +47,14 @@ def run_of(wildcards):
 def runtime_minutes(wildcards):
     budget = run_of(wildcards).time_budget_s
     return 60 if budget is None else int(budget * 1.5 / 60) + 10
+
+
+# the reproducibility tolerance measured for this suite (scripts/fp_spread.py), stated in its tables
+SPREAD = f"results/{SUITE.name}/fp_spread.json"
+
+
+def spread_option(wildcards):
+    return f"--spread {shlex.quote(SPREAD)}" if os.path.exists(SPREAD) else ""
 
 
 def folder_of_table(wildcards, output):
@@ -87,6 +98,7 @@ rule run:
         suite=SUITE_FILE,
         checkpoint=f"{OUT}/checkpoints/{{experiment}}/{{method}}/d{{dim}}_s{{seed}}.pt",
         job="{experiment}/{method}/d{dim}/s{seed}",
+        floors=f"{OUT}/floors",
     threads: 1
     conda:
         "envs/wgfbench.yaml"
@@ -98,7 +110,8 @@ rule run:
     # spaces, `$(...)` or backticks is a path and nothing else; the runner creates the checkpoint's folder itself
     shell:
         "{params.cli} run --suite {params.suite:q} --job {params.job:q} "
-        "--out {output:q} --checkpoint {params.checkpoint:q} --threads {threads} 2> {log:q}"
+        "--out {output:q} --checkpoint {params.checkpoint:q} --floor-cache {params.floors:q} --threads {threads} "
+        "2> {log:q}"
 
 
 rule table:
@@ -116,10 +129,11 @@ rule table:
         cli=WGFBENCH,
         title=f"Suite {SUITE.name}",
         out=folder_of_table,
+        spread=spread_option,
     conda:
         "envs/wgfbench.yaml"
     shell:
-        "{params.cli} table {input:q} --out {params.out:q} --title {params.title:q} > {log:q} 2>&1"
+        "{params.cli} table {input:q} --out {params.out:q} --title {params.title:q} {params.spread} > {log:q} 2>&1"
 
 
 rule figures:

@@ -83,6 +83,10 @@ class EulerMaruyama(JKOMethod):
             self.particles = x
         return StepStats(train_s=m.seconds, regen_s=0.0)
 
+    def evaluation_particles(self) -> Tensor | None:
+        """The particle set of P_k the method holds (fresh i.i.d. samples of P_k)."""
+        return self.particles
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         n_part = self.particles.shape[0]
         if n > n_part:

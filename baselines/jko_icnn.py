@@ -323,6 +323,10 @@ class _JKOICNN(JKOMethod):
         return StepStats(train_s=train.seconds, regen_s=regen.seconds, loss=loss, extra=extra)
 
     # --- sampling and densities ---------------------------------------------------------------------------------
+    def evaluation_particles(self) -> Tensor | None:
+        """The particle set of P_k the method holds (fresh i.i.d. samples of P_k)."""
+        return self.particles
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.chain.sample(n, generator)
 

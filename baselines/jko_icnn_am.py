@@ -142,7 +142,10 @@ def internal_energy_multiplier(log_r: Tensor, m: float) -> Tensor:
 
 
 class JKOICNNAlvarezMelis(JKOMethod):
-    """Alvarez-Melis, Schiff & Mroueh's JKO-ICNN as published (module docstring)."""
+    """Alvarez-Melis, Schiff & Mroueh's JKO-ICNN as published (module docstring).
+
+    Its carried particle set is the training set of every map, not a fresh sample of P_k: evaluation draws fresh
+    P_0 samples through the maps instead (``evaluation_particles`` is None)."""
 
     name = "jko_icnn_am"
     color = "#56b4e9"

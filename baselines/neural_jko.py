@@ -321,6 +321,10 @@ class NeuralJKO(JKOMethod):
         return self._cnf_step()
 
     # --- sampling and densities -----------------------------------------------------------------------------------
+    def evaluation_particles(self) -> Tensor | None:
+        """The particle set of P_k the method holds (fresh i.i.d. samples of P_k)."""
+        return self.particles
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         x, _ = self._draw(n, generator, self.dtype, self._sampling_needs_log_density())
         return x.cpu()

@@ -173,6 +173,11 @@ class NeuralJKOIC(NeuralJKO):
             )
         super().check_supports(problem, config)
 
+    def evaluation_particles(self) -> None:
+        """None: after a rejection step the particle set is the output of a step calibrated on it, not a fresh
+        sample of P_k; evaluation draws fresh samples instead."""
+        return None
+
     def _training_needs_log_density(self) -> bool:
         return True  # the rejection steps are calibrated on the particles' log-densities
 

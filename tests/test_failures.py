@@ -208,7 +208,7 @@ def killed_and_rerun(tmp_path_factory) -> dict:
     stage left behind."""
     work = tmp_path_factory.mktemp("faults")
     (work / "faults.yaml").write_text(FAULT_SUITE)
-    out = work / "results" / "faults"
+    out = work / "output" / "faults"
     long_ckpt = out / "checkpoints" / "long" / "exact_jko" / "d2_s0.pt"
     first = snakemake(work)
     victims: list[int] = []

@@ -163,7 +163,9 @@ def test_target_metrics_and_their_floors() -> None:
     ev = Evaluator(p, EvalSpec())
     good = ev.target_metrics(p.target().sample(4000, gen), gen)
     bad = ev.target_metrics(p.initial().sample(4000, gen), gen)
-    assert set(good) == {"ksd", "ksd_floor", "symkl_moment_target", "symkl_moment_target_floor"}
+    assert set(good) == {
+        f"{m}{part}" for m in ("ksd", "symkl_moment_target") for part in ("", "_floor", "_floor_sd", "_floor_q95")
+    }
     assert good["symkl_moment_target"] < 5 * good["symkl_moment_target_floor"] + 1e-3
     assert bad["symkl_moment_target"] > 100 * bad["symkl_moment_target_floor"]
     assert bad["ksd"] > 100 * abs(bad["ksd_floor"])

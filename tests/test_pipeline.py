@@ -47,7 +47,7 @@ def finished_suite(tmp_path_factory) -> Path:
 
 
 def test_records_table_and_figures(finished_suite: Path) -> None:
-    out = finished_suite / "results" / "tiny"
+    out = finished_suite / "output" / "tiny"
     table = pd.read_parquet(out / "table.parquet")
     # 2 methods x 2 seeds x (k = 0..3)
     assert len(table) == 16
@@ -81,13 +81,13 @@ def test_records_table_and_figures(finished_suite: Path) -> None:
 def test_rerun_redoes_only_what_is_missing(finished_suite: Path) -> None:
     proc = snakemake(finished_suite, "--dry-run")
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    victim = finished_suite / "results" / "tiny" / "runs" / "ou" / "exact_jko" / "d2_s1.parquet"
+    victim = finished_suite / "output" / "tiny" / "runs" / "ou" / "exact_jko" / "d2_s1.parquet"
     victim.unlink()
     proc = snakemake(finished_suite, "--dry-run")
     text = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(run|table|figures)\s+(\d+)\s*$", text, flags=re.MULTILINE))
     assert counts.get("run") == "1", text[-2000:]
-    assert "Missing output files: results/tiny/runs/ou/exact_jko/d2_s1.parquet" in text
+    assert "Missing output files: output/tiny/runs/ou/exact_jko/d2_s1.parquet" in text
 
 
 def test_dry_run_and_lint_of_default_suite() -> None:

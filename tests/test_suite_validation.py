@@ -130,7 +130,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("zero-method-budget", changed((*METHODS, "exact_jko"), {"time_budget_s": 0}),
      "experiments.ou.methods.exact_jko.time_budget_s", "must be > 0"),
     ("unknown-default-key", changed(("defaults", "budget"), 3), "defaults.budget", "allowed: ['time_budget_s']"),
-    ("unknown-eval-key", changed(("eval", "samples"), 10), "eval.samples", "allowed: ['every', 'ksd_batch_size'"),
+    ("unknown-eval-key", changed(("eval", "samples"), 10), "eval.samples", "allowed: ['every', 'floor_reps'"),
     ("eval-too-few-samples", changed(("eval", "n_samples"), 1), "eval.n_samples", "must be >= 2"),
     ("eval-every-zero", changed(("eval", "every"), 0), "eval.every", "must be >= 1"),
     ("unknown-method-entry-key", changed((*METHODS, "exact_jko"), {"param": {}}),
@@ -323,3 +323,16 @@ def test_variational_jko_has_a_density_exactly_with_icnn_maps() -> None:
     tiny = dict(n_particles=256, batch_size=64, iters_per_step=1, icnn_pretrain_iters=2)
     assert make_method("variational_jko", problem, 0.05, dict(tiny, map="icnn"), 0).has_density
     assert not make_method("variational_jko", problem, 0.05, tiny, 0).has_density
+
+
+def test_an_evaluation_a_particle_method_cannot_supply_is_refused(tmp_path: Path) -> None:
+    """Cross-field check: em_particles holds n_particles samples of P_k; an evaluation that asks it for more
+    (here n_mc, its KDE points) is refused before any job, naming both numbers. (Its moment fits use the particles
+    it holds, so eval.n_samples no longer asks it for anything: the paper suite's 100,000 against 50,000 runs.)"""
+    doc = changed((*METHODS,), {"em_particles": {"params": {"n_particles": 5000}}})
+    doc["eval"] = {"n_samples": 100_000, "n_w2": 100, "n_mc": 8192}
+    msg = only_error(write(tmp_path, doc))
+    assert "experiments.ou.methods.em_particles.params: method 'em_particles' holds 5000 particles" in msg
+    assert "eval.n_mc asks for 8192 samples of P_k; allowed: eval.n_mc <= 5000, or more particles" in msg
+    doc["eval"]["n_mc"] = 4096
+    assert load_suite(write(tmp_path, doc)).runs

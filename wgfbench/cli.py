@@ -9,6 +9,7 @@ committed ones.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -108,7 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SuiteError as e:
             print("\n".join(e.errors), file=sys.stderr)
             return 2
-    df = run(spec, out=args.out, checkpoint=args.checkpoint, progress=not args.no_progress)
+    df = run(
+        spec, out=args.out, checkpoint=args.checkpoint, progress=not args.no_progress, floor_cache=args.floor_cache
+    )
     status = df["status"].iloc[0]
     print(
         f"{spec.job_id}: status {status}, {int(df['last_good_step'].iloc[0])} steps"
@@ -129,9 +132,11 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     df = read_records(args.records)
     out = Path(args.out)
+    spread = json.loads(Path(args.spread).read_text()) if args.spread else None
     write_parquet_atomic(df, out / "table.parquet")
     write_parquet_atomic(summary(df), out / "summary.parquet")
-    write_text_atomic(markdown(df, title=args.title) + "\n" + provenance_markdown(df), out / "table.md")
+    text = markdown(df, title=args.title, spread=spread) + "\n" + provenance_markdown(df)
+    write_text_atomic(text, out / "table.md")
     print(f"wrote {out / 'table.md'}, {out / 'table.parquet'} and {out / 'summary.parquet'} ({len(df)} rows)")
     return 0
 
@@ -266,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--suite-name", default="adhoc", help="suite label stored in the record (default: adhoc)")
     q.add_argument("--out", help="write the record (parquet) here, atomically")
     q.add_argument("--checkpoint", help="checkpoint file: saved after each step, resumed from if present")
+    q.add_argument("--floor-cache", help="folder of simulated noise floors shared by a suite's runs (numbers, JSON)")
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--strict", action="store_true", help="exit 1 unless the run's status is ok")
@@ -292,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("records", nargs="+", help="record files or folders of them")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--title", default=None)
+    q.add_argument("--spread", help="fp_spread.json of scripts/fp_spread.py: the tolerance the tables state")
     q.set_defaults(fn=cmd_table)
 
     q = sub.add_parser("plot", help="draw the standard figures (PNG and PDF) from records")

@@ -24,7 +24,16 @@ STATUSES = ("ok", "diverged", "timeout", "failed")
 # what identifies a run, what describes it, how it ended, and where it was computed (wgfbench.timing.provenance)
 ID_COLUMNS = ["suite", "experiment", "problem", "method", "dim", "seed"]
 RUN_KEYS = ["experiment", "problem", "method", "dim", "seed"]  # a run within a table (suites may be merged)
-SPEC_COLUMNS = ["h", "n_steps", "report_t", "problem_params", "method_params", "problem_info", "spec_hash"]
+SPEC_COLUMNS = [
+    "h",
+    "n_steps",
+    "report_t",
+    "problem_params",
+    "method_params",
+    "eval_params",
+    "problem_info",
+    "spec_hash",
+]
 STATUS_COLUMNS = ["status", "message", "last_good_step", "wall_s"]
 PROVENANCE_COLUMNS = [
     "git_commit",
@@ -110,6 +119,7 @@ def run_columns(spec, problem, prov: dict[str, str]) -> dict[str, Any]:
         "report_t": spec.report_t if spec.report_t is not None else spec.step_size * spec.n_steps,
         "problem_params": to_json(spec.problem_params),
         "method_params": to_json(spec.method_params),
+        "eval_params": to_json(dataclasses.asdict(spec.eval)),
         "problem_info": to_json(problem.describe()) if problem is not None else "{}",
         "spec_hash": spec_hash(spec),
         **prov,

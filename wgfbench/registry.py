@@ -10,13 +10,17 @@
   metadata, e.g. ``[project.entry-points."wgfbench.methods"]`` in its pyproject.toml); the entry point's name must
   equal the method's ``name`` (or the factory's registered name), and may not shadow a built-in one.
 
-The tables are built on first use; a name that two modules claim is an error naming both.
+The tables are built on first use; a name that two modules claim is an error naming both. Looking one name up
+imports only the module that defines it (an index of the packages' source, read without importing them, says which),
+so that a run starts without importing every method and problem; listing every name imports them all.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import importlib.util
 import pkgutil
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -106,14 +110,85 @@ def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
         raise KeyError(f"unknown {kind} {name!r}; known: {sorted(table)}") from None
 
 
+@functools.cache
+def _source_index(packages: tuple[str, ...]) -> dict[str, list[str]]:
+    """name -> modules whose source defines it (a class attribute ``name = "..."`` or a ``@problem_factory("...")``
+    decorator), read with :mod:`ast` without importing anything but the packages themselves."""
+    index: dict[str, list[str]] = {}
+    for package in packages:
+        pkg = importlib.import_module(package)
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}."):
+            spec = importlib.util.find_spec(info.name)
+            if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+                continue
+            with open(spec.origin, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                for name in _declared_names(node):
+                    index.setdefault(name, []).append(info.name)
+    return index
+
+
+def _declared_names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ClassDef):
+        return [
+            stmt.value.value
+            for stmt in node.body
+            if isinstance(stmt, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "name" for t in stmt.targets)
+            and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str)
+        ]
+    if isinstance(node, ast.FunctionDef):
+        return [
+            dec.args[0].value
+            for dec in node.decorator_list
+            if isinstance(dec, ast.Call)
+            and getattr(dec.func, "id", getattr(dec.func, "attr", None)) == "problem_factory"
+            and dec.args
+            and isinstance(dec.args[0], ast.Constant)
+        ]
+    return []
+
+
+def _quick(kind: str, name: str):
+    """The implementation of ``name`` from the module the source index names, when exactly one does and no entry
+    point claims the name; None otherwise (then the full table decides)."""
+    from wgfbench.methods.base import JKOMethod
+
+    packages, group = (METHOD_PACKAGES, METHOD_GROUP) if kind == "method" else (PROBLEM_PACKAGES, PROBLEM_GROUP)
+    modules = _source_index(packages).get(name, [])
+    if len(modules) != 1 or any(ep.name == name for ep in entry_points(group=group)):
+        return None
+    module = importlib.import_module(modules[0])
+    for obj in vars(module).values():
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if kind == "method" and isinstance(obj, type) and issubclass(obj, JKOMethod) and vars(obj).get("name") == name:
+            return obj
+        if kind == "problem" and getattr(obj, "__wgfbench_problem__", None) == name:
+            return obj
+    return None
+
+
+def is_method(name: str) -> bool:
+    """Whether ``name`` is a registered method (imports only its module where the source index knows it)."""
+    return _quick("method", name) is not None or name in methods()
+
+
+def is_problem(name: str) -> bool:
+    """Whether ``name`` is a registered problem (imports only its module where the source index knows it)."""
+    return _quick("problem", name) is not None or name in problems()
+
+
 def problem_factory(name: str):
     """The function ``make(dim, seed, **params) -> Problem`` registered under ``name``."""
-    return _lookup(problems(), "problem", name)
+    return _quick("problem", name) or _lookup(problems(), "problem", name)
 
 
 def method_class(name: str):
     """The :class:`~wgfbench.methods.base.JKOMethod` subclass registered under ``name``."""
-    return _lookup(methods(), "method", name)
+    return _quick("method", name) or _lookup(methods(), "method", name)
 
 
 def make_problem(name: str, dim: int, seed: int, params: dict[str, Any] | None = None):

@@ -94,13 +94,24 @@ def step_row(k: int, t: float, stats: StepStats) -> dict[str, Any]:
     }
 
 
+def report_steps(spec: RunSpec) -> frozenset[int]:
+    """The evaluated steps the tables and figures report: the one nearest ``report_t`` and the final one (where the
+    evaluation computes its simulated noise floors)."""
+    evaluated = [0, *(k for k in range(1, spec.n_steps + 1) if k % spec.eval.every == 0 or k == spec.n_steps)]
+    report_t = spec.report_t if spec.report_t is not None else spec.step_size * spec.n_steps
+    nearest = min(evaluated, key=lambda k: abs(k * spec.step_size - report_t))
+    return frozenset({nearest, spec.n_steps})
+
+
 def run(
     spec: RunSpec,
     out: str | Path | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    floor_cache: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Execute ``spec``; return the record (and write it atomically to ``out`` when given)."""
+    """Execute ``spec``; return the record (and write it atomically to ``out`` when given). ``floor_cache``: a
+    folder of simulated noise floors shared by the runs of a suite (:mod:`wgfbench.metrics.floors`)."""
     rows: list[dict[str, Any]] = []
     status, message, last_good = "ok", "", 0
     problem = method = None
@@ -113,7 +124,7 @@ def run(
         # set-up (a method may pre-train in its constructor) and the evaluation of P_0 count too
         with budget.enforced():
             problem, method = build(spec)
-            evaluate = Evaluator(problem, spec.eval, spec.seed)
+            evaluate = Evaluator(problem, spec.eval, spec.seed, floor_cache, report_steps(spec))
             prov = provenance(method.device)
             state = _load_checkpoint(ckpt, spec) if ckpt is not None and ckpt.exists() else None
             if state is not None:

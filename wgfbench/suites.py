@@ -234,7 +234,7 @@ def _check_experiment(
     problem = exp.get("problem")
     factory = None
     if "problem" in exp:
-        if not isinstance(problem, str) or problem not in registry.problems():
+        if not isinstance(problem, str) or not registry.is_problem(problem):
             chk.err(f"{key}.problem", f"unknown problem {short(problem)}; known: {sorted(registry.problems())}")
         else:
             factory = registry.problem_factory(problem)
@@ -280,7 +280,7 @@ def _check_experiment(
     runs: list[RunSpec] = []
     for mname, entry in methods.items():
         mkey = f"{key}.methods.{mname}"
-        if not isinstance(mname, str) or mname not in registry.methods():
+        if not isinstance(mname, str) or not registry.is_method(mname):
             chk.err(mkey, f"unknown method {short(mname)}; known: {sorted(registry.methods())}")
             continue
         cls = registry.method_class(mname)
@@ -339,11 +339,12 @@ def _check_experiment(
 
 
 def _check_sample_sizes(chk: _Checker, mkey: str, cls, config, ev: EvalSpec) -> None:
-    """Evaluation draws ``n_samples`` and ``n_mc`` samples of P_k: a method that holds fewer cannot give them."""
+    """Evaluation draws ``n_w2`` and ``n_mc`` samples of P_k from a method (its moment fits use the particles it
+    holds): a method that holds fewer cannot give them."""
     limit = cls.sample_limit(config)
     if limit is None:
         return
-    for field in ("n_samples", "n_mc"):
+    for field in ("n_w2", "n_mc"):
         asked = getattr(ev, field)
         if asked > limit:
             chk.err(

@@ -192,6 +192,13 @@ class JKOMethod(ABC):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """n samples of the current P_k, shape (n, d), on the CPU."""
 
+    def evaluation_particles(self) -> Tensor | None:
+        """The particle set of P_k the method holds (i.i.d. samples of P_k, any device and dtype), or None.
+
+        Evaluation fits moments on all of them, so that a table resolves what the method affords; a method that
+        returns None is sampled instead (``eval.n_samples``)."""
+        return None
+
     def sample_with_log_density(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """n samples of P_k and log p_k at them (change of variables). Only if ``has_density``."""
         raise NotImplementedError(f"method {self.name!r} has no density")

@@ -4,8 +4,10 @@ A metric has a name and columns derived from it by one rule (:func:`column`):
 
 * ``<name>``: its value against the PDE solution P_t (for a stationary problem: the target);
 * ``<name>_vs_jko``: against the exact JKO iterate of the same step size (the method's optimisation error);
-* ``<name>_floor`` (and ``<name>_vs_jko_floor``): its noise floor, the same metric with an exact sample of the
-  same size in place of the method's;
+* ``<name>_floor``, ``<name>_floor_sd``, ``<name>_floor_q95`` (and the same after ``_vs_jko``): its noise floor,
+  the law of the metric for a perfect method with the same sample sizes (mean, standard deviation, 95% quantile;
+  :mod:`wgfbench.metrics.floors`); a value is resolved when it lies above the q95;
+* ``<name>_corrected``: an exactly unbiased estimate, where one exists (the moment-fit SymKL);
 * ``<name>_se``: the standard error of a Monte-Carlo estimate;
 * ``<name>_jko_pde``: the exact JKO iterate's own distance to P_t (the time-discretisation error, closed form).
 
@@ -20,7 +22,9 @@ from typing import Literal
 
 Kind = Literal["moment", "sample", "density", "kde", "target", "porous"]
 Against = Literal["pde", "jko"]
-PARTS = ("floor", "se", "jko_pde")
+PARTS = ("floor_q95", "floor_sd", "floor", "se", "corrected", "jko_pde")
+# the sample sizes an evaluation used (moment fits, sample metrics, density metrics): recorded beside the metrics
+EVAL_COLUMNS = ("n_moment", "n_sample", "n_density")
 TO_JKO = " to the exact JKO iterate"
 
 
@@ -51,6 +55,7 @@ class Metric:
     secondary: bool = False
     discretisation: bool = False
     exact_label: str = ""
+    corrected: bool = False
 
     def title(self, against: Against = "pde") -> str:
         """The row label of a table (and a figure's axis): e.g. "log10 SymKL (moment fit) to the PDE solution"."""
@@ -60,12 +65,13 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("symkl_moment", "SymKL (moment fit)", "moment", "log10", floor=True, against=("pde", "jko"),
-           table=("pde", "jko"), primary=0, discretisation=True, exact_label="SymKL to the PDE solution"),
+           table=("pde", "jko"), primary=0, discretisation=True, exact_label="SymKL to the PDE solution",
+           corrected=True),
     Metric("bures_w2_moment", "Bures W2 (moment fit)", "moment", floor=True, against=("pde", "jko"), table=(),
            discretisation=True, exact_label="W2 to the PDE solution"),
-    Metric("symkl_mc", "SymKL (Monte Carlo, model density)", "density", "log10", se=True, against=("pde", "jko"),
-           primary=2, secondary=True),
-    Metric("symkl_kde", "SymKL (Monte Carlo, KDE of the samples; d <= 3)", "kde", "log10", se=True),
+    Metric("symkl_mc", "SymKL (Monte Carlo, model density)", "density", "log10", floor=True, se=True,
+           against=("pde", "jko"), primary=2, secondary=True),
+    Metric("symkl_kde", "SymKL (Monte Carlo, KDE of the samples; d <= 3)", "kde", "log10", floor=True, se=True),
     Metric("symkl_moment_target", "SymKL (moment fits)", "target", "log10", floor=True, to=" to the target mixture",
            primary=1),
     Metric("ksd", "KSD² (RBF, U-statistic)", "target", floor=True, to=" to the target mixture", secondary=True),
@@ -105,8 +111,11 @@ def column(name: str, against: Against = "pde", part: str | None = None) -> str:
     return name + ("_vs_jko" if against == "jko" else "") + (f"_{part}" if part else "")
 
 
-def parse(col: str) -> tuple[Metric, Against, str | None]:
-    """(metric, reference, part) of a metric column; ValueError for a name that is not a catalogued column."""
+def parse(col: str) -> tuple[Metric | None, Against, str | None]:
+    """(metric, reference, part) of a metric column ((None, "pde", None) for an evaluation-size column); ValueError
+    for a name that is not a catalogued column."""
+    if col in EVAL_COLUMNS:
+        return None, "pde", None
     for part in (*PARTS, None):
         stem = col[: -len(part) - 1] if part and col.endswith(f"_{part}") else (col if part is None else None)
         if stem is None:
@@ -123,4 +132,8 @@ def column_exists(metric: Metric, against: Against, part: str | None) -> bool:
         return False
     if part == "jko_pde":
         return against == "pde" and metric.discretisation
-    return part is None or (part == "floor" and metric.floor) or (part == "se" and metric.se)
+    if part is None:
+        return True
+    if part.startswith("floor"):
+        return metric.floor
+    return (part == "se" and metric.se) or (part == "corrected" and metric.corrected)

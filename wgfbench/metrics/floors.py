@@ -73,8 +73,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy import integrate, optimize
-from scipy import stats as sps
 from torch import Tensor
 
 from wgfbench import metrics
@@ -109,7 +107,9 @@ def gamma_quantile(mean: float, var: float, q: float = QUANTILE) -> float:
     """Quantile q of the Gamma law with the given mean and variance (shape mean^2/var, scale var/mean)."""
     if not (mean > 0 and var > 0):
         raise ValueError(f"a Gamma law needs a positive mean and variance, got {mean}, {var}")
-    return float(sps.gamma.ppf(q, a=mean**2 / var, scale=var / mean))
+    from scipy.special import gammaincinv  # (scipy.stats takes a second to import; scipy.special does not)
+
+    return float(gammaincinv(mean**2 / var, q) * var / mean)
 
 
 # --- moment-fit SymKL: closed form ------------------------------------------------------------------------------
@@ -153,8 +153,12 @@ def symkl_moment_unbiased(reference: Law, samples: Tensor, generator: torch.Gene
     """
     if not isinstance(reference, GaussianLaw):
         raise TypeError(f"symkl_moment_unbiased needs a Gaussian reference, got {type(reference).__name__}")
-    fit = moment_fit(samples)
-    n, d = samples.shape
+    return symkl_unbiased_from_fit(moment_fit(samples), samples.shape[0], reference)
+
+
+def symkl_unbiased_from_fit(fit: GaussianLaw, n: int, reference: GaussianLaw) -> float:
+    """:func:`symkl_moment_unbiased` from the moment fit of n samples (the fit computed once per evaluation)."""
+    d = fit.dim
     s_inv = torch.linalg.inv(reference.cov)
     fit_inv = torch.linalg.inv(fit.cov)
     c = (n - d - 2.0) / (n - 1.0)
@@ -213,6 +217,8 @@ def sqrt_weighted_chi2_mean(weights: np.ndarray) -> float:
         one_minus_laplace = -math.expm1(-0.5 * float(np.log1p(2.0 * w * t).sum()))
         return one_minus_laplace * t**-0.5  # (1 - φ(t)) t^{-3/2} dt with dt = t ds
 
+    from scipy import integrate
+
     value, _ = integrate.quad(integrand, -60.0, 60.0, limit=400, epsabs=0.0, epsrel=1e-10)
     return value / (2.0 * math.sqrt(math.pi))
 
@@ -258,6 +264,8 @@ def weighted_chi2_quantile(weights: np.ndarray, q: float = QUANTILE) -> float:
     w = np.asarray(weights, dtype=np.float64)
     mean, sd = float(w.sum()), math.sqrt(2.0 * float((w**2).sum()))
     cantelli = mean + sd * math.sqrt(q / (1.0 - q))  # P(Q - mean >= k sd) <= 1/(1 + k^2)
+    from scipy import optimize
+
     return float(optimize.brentq(lambda x: weighted_chi2_sf(x, w) - (1.0 - q), mean, cantelli, rtol=1e-10))
 
 
@@ -282,16 +290,16 @@ def bures_w2_moment_floor(cov: Tensor, n: int) -> FloorDistribution:
 
 # --- simulated floors ------------------------------------------------------------------------------------------
 def law_fingerprint(law: object) -> str:
-    """A hash of a law's class and parameters (a frozen dataclass of tensors, arrays and scalars).
+    """A hash of a law's class and parameters (a frozen dataclass of tensors, arrays, scalars and tuples of them).
 
     It changes whenever a parameter changes (tensor values are hashed as float64 bytes, with their shapes).
     """
     if not dataclasses.is_dataclass(law) or isinstance(law, type):
         raise TypeError(f"a law fingerprint needs a dataclass instance, got {type(law).__name__}")
     h = hashlib.sha256(f"{type(law).__module__}.{type(law).__qualname__}".encode())
-    for f in dataclasses.fields(law):
-        value = getattr(law, f.name)
-        h.update(f"|{f.name}=".encode())
+
+    def feed(name: str, value: object) -> None:
+        h.update(f"|{name}=".encode())
         if isinstance(value, Tensor):
             arr = value.detach().to(torch.float64).cpu().contiguous().numpy()
             h.update(repr(arr.shape).encode() + arr.tobytes())
@@ -300,10 +308,16 @@ def law_fingerprint(law: object) -> str:
             h.update(repr(arr.shape).encode() + arr.tobytes())
         elif isinstance(value, bool | int | float | str) or value is None:
             h.update(repr(value).encode())
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                feed(f"{name}[{i}]", item)
         elif dataclasses.is_dataclass(value):
             h.update(law_fingerprint(value).encode())
         else:
-            raise TypeError(f"cannot fingerprint field {f.name!r} of type {type(value).__name__}")
+            raise TypeError(f"cannot fingerprint field {name!r} of type {type(value).__name__}")
+
+    for f in dataclasses.fields(law):
+        feed(f.name, getattr(law, f.name))
     return h.hexdigest()[:32]
 
 
@@ -413,16 +427,20 @@ def standard_error_floor(se: float, q: float = QUANTILE) -> FloorDistribution:
     """
     if not se >= 0:
         raise ValueError(f"a standard error must be >= 0, got {se}")
-    return FloorDistribution(0.0, float(se), float(sps.norm.ppf(q) * se), 0, "expansion")
+    from scipy.special import ndtri  # the standard normal quantile
+
+    return FloorDistribution(0.0, float(se), float(ndtri(q) * se), 0, "expansion")
 
 
-def kde_symkl_floor(reference: Law, n: int, **kwargs) -> FloorDistribution:
-    """Floor of :func:`wgfbench.metrics.kde_symkl` on n exact samples (KDE bias included: it is the floor's mean)."""
+def kde_symkl_floor(reference: Law, n: int, n_eval: int | None = None, **kwargs) -> FloorDistribution:
+    """Floor of :func:`wgfbench.metrics.kde_symkl` with a KDE of n exact samples evaluated at ``n_eval`` points
+    (KDE bias included: it is the floor's mean)."""
 
     def draw(gen: torch.Generator) -> float:
-        return metrics.kde_symkl(reference, reference.sample(n, gen), gen)[0]
+        return metrics.kde_symkl(reference, reference.sample(n, gen), gen, n_eval=n_eval)[0]
 
-    return simulated_floor("symkl_kde", reference, n, draw, **kwargs)
+    params = {**kwargs.pop("params", {}), "n_eval": n_eval if n_eval is not None else n}
+    return simulated_floor("symkl_kde", reference, n, draw, params=params, **kwargs)
 
 
 def statistic_floor(metric: str, statistic: Callable[[Tensor], float], law: Law, n: int, **kwargs) -> FloorDistribution:

@@ -75,12 +75,20 @@ class GaussianLaw:
         return 0.5 * float(torch.logdet(2.0 * math.pi * math.e * self.cov))
 
 
-def moment_fit(x: Tensor) -> GaussianLaw:
-    """Gaussian with the sample mean and the unbiased sample covariance of x (n, d), in float64."""
-    x = x.detach().to(torch.float64).cpu()
-    if x.shape[0] < 2:
+def moment_fit(x: Tensor, chunk: int = 65_536) -> GaussianLaw:
+    """Gaussian with the sample mean and the unbiased sample covariance of x (n, d), accumulated in float64.
+
+    Two passes over chunks of ``chunk`` rows (the mean, then the centred cross-products), so that a method's whole
+    particle set (hundreds of thousands of rows, any dtype, any device) is fitted without a float64 copy of it.
+    """
+    x = x.detach()
+    n = x.shape[0]
+    if n < 2:
         raise ValueError("moment fit needs at least 2 samples")
-    mean = x.mean(0)
-    xc = x - mean
-    cov = xc.T @ xc / (x.shape[0] - 1)
-    return GaussianLaw(mean, cov)
+    chunks = torch.split(x, chunk)
+    mean = sum(c.to("cpu", torch.float64).sum(0) for c in chunks) / n
+    cov = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+    for c in chunks:
+        xc = c.to("cpu", torch.float64) - mean
+        cov += xc.T @ xc
+    return GaussianLaw(mean, cov / (n - 1))

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -55,6 +54,8 @@ def haar_orthogonal(dim: int, generator: torch.Generator) -> Tensor:
 
 def legacy_make_spd(dim: int, rng: np.random.RandomState) -> np.ndarray:
     """Mokrov et al.'s stationary covariance: the make_spd_matrix recipe on a legacy numpy RNG."""
+    import scipy.linalg
+
     x = rng.uniform(size=(dim, dim))
     u, _, vt = scipy.linalg.svd(x.T @ x, check_finite=False)
     return u @ (1.0 + np.diag(rng.uniform(size=dim))) @ vt

@@ -1,13 +1,16 @@
 """Comparison figures (seaborn), one consistent style and one colour per method across all figures.
 
-* :func:`error_vs_time`: log10 error against flow time, one panel per dimension, mean and 95% CI
-  band over seeds per method; the exact JKO iterate's discretisation error as a dashed black line
-  and the metric's noise floor as a dotted grey line.
-* :func:`error_vs_dim`: log10 error at the report time against dimension (log2 axis), with the
-  discretisation error dashed.
-* :func:`seconds_vs_dim`: seconds per JKO step against dimension, log-log.
+* :func:`error_vs_time`: log10 error against flow time, one panel per dimension, per method the mean over seeds
+  with the tables' 95% interval as a band (n >= 3; the runs as points for fewer); the exact JKO iterate's
+  discretisation error as a dashed black line and the metric's noise floor as a grey band (its mean to its 95%
+  quantile).
+* :func:`error_vs_dim`: the same at the report time against dimension (log2 axis).
+* :func:`seconds_vs_dim`: seconds per JKO step against dimension, log-log: the median over steps and runs, the band
+  its interquartile range.
 
-Every figure is written as PNG and PDF. Only runs with status ``ok`` are drawn.
+Every number drawn comes from :mod:`wgfbench.reports.stats`, the mechanism the tables use (no plotting library
+computes a statistic), so a figure's band is the table's interval for the same cell. A figure with one method only
+is not drawn (nothing is compared). Every figure is written as PNG and PDF. Only runs with status ``ok`` are drawn.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import pandas as pd
 import seaborn as sns
 
 from wgfbench.metrics import catalogue
-from wgfbench.reports.tables import at_report_time, ordered_methods, seconds_per_step
+from wgfbench.reports import stats
+from wgfbench.reports.tables import at_report_time, ordered_methods
 
 _PALETTE = sns.color_palette("colorblind", 10)
+FLOOR_COLOR = _PALETTE[8]  # the noise floor's band: the palette's yellow, which no method has
 # colours for methods that declare none (a method's own colour is its class attribute ``color``); the palette's
 # colours that no built-in method has first, those nearest a method's colour (vermillion ~ orange) last
-_SPARE = [_PALETTE[i] for i in (5, 9, 6, 8, 3)] + sns.color_palette("dark", 10)
+_SPARE = [_PALETTE[i] for i in (5, 9, 6, 3)] + sns.color_palette("dark", 10)
 
 
 def method_colors(methods) -> dict[str, tuple]:
@@ -67,25 +72,66 @@ def metric_label(metric: str) -> str:
     return label if label.startswith("log10") else f"log10 {label}"
 
 
-def _positive_mean(sub: pd.DataFrame, by: str, col: str) -> pd.Series:
-    """Mean of ``col`` per ``by`` over rows where it is > 1e-15 (drops the exact zeros at t = 0)."""
-    rows = sub[sub[col] > 1e-15]
-    return rows.groupby(by)[col].mean()
+def _cells(data: pd.DataFrame, by: str, col: str, log10: bool = True) -> pd.DataFrame:
+    """Per method and ``by`` value: the one summary mechanism's cell (mean, lo, hi for n >= 3, runs) of ``col``."""
+    return stats.summarise_frame(data[data[col].notna()], ["method", by], col, log10)
+
+
+def _draw_cells(ax: plt.Axes, cells: pd.DataFrame, by: str, methods: list[str], colors: dict) -> None:
+    """Mean lines with the tables' 95% intervals as bands (n >= 3), or the runs as points (n < 3)."""
+    for m in methods:
+        c = cells[cells["method"] == m].sort_values(by)
+        if c.empty:
+            continue
+        color = colors[m]
+        ax.plot(c[by], c["mean"], marker="o", ms=3, lw=1.3, color=color, label=m)
+        band = c[c["lo"].notna()]
+        if len(band):
+            ax.fill_between(band[by], band["lo"], band["hi"], color=color, alpha=0.18, lw=0)
+        few = c[c["lo"].isna()]
+        for _, r in few.iterrows():
+            ax.plot([r[by]] * len(r["runs"]), r["runs"], ls="", marker=".", ms=4, color=color, alpha=0.6)
+
+
+def _floor_band(ax: plt.Axes, data: pd.DataFrame, by: str, col: str, log10: bool = True) -> bool:
+    """The metric's noise floor as a band, from the floor's mean to its 95% quantile (mean over runs, cell scale)."""
+    q95 = f"{col}_floor_q95"
+    if q95 not in data or not data[q95].notna().any():
+        return False
+    rows = data[data[q95].notna()]
+    hi = rows.groupby(by)[q95].apply(lambda v: np.nanmean(stats.to_scale(v, log10)))
+    mean_col = f"{col}_floor"
+    lo = rows.groupby(by)[mean_col].apply(lambda v: np.nanmean(stats.to_scale(v, log10))) if mean_col in rows else hi
+    lo = lo.reindex(hi.index).fillna(hi - 0.3 if log10 else 0.0)
+    label = "noise floor (mean to q95)"
+    if len(hi) == 1:  # one reported step: a bar rather than a band
+        x = float(hi.index[0])
+        ax.vlines(x, lo.iloc[0], hi.iloc[0], color=FLOOR_COLOR, lw=6, alpha=0.6, label=label)
+    else:
+        ax.fill_between(hi.index, lo.values, hi.values, color=FLOOR_COLOR, alpha=0.45, lw=0, label=label)
+    return True
 
 
 def _reference_lines(ax: plt.Axes, data: pd.DataFrame, by: str, disc: str | None, floor: str) -> None:
-    """The exact JKO iterate's discretisation error (dashed black) and the noise floor (dotted grey) per ``by``."""
-    for col, style, label in (
-        (disc, dict(ls="--", color="k", lw=1), "exact JKO (discretisation)"),
-        (floor, dict(ls=":", color="grey", lw=1.2), "noise floor"),
-    ):
-        if col and col in data and data[col].notna().any():
-            line = _positive_mean(data, by, col)
-            ax.plot(line.index, np.log10(line.values), label=label, **style)
+    """The exact JKO iterate's discretisation error (dashed black) and the noise floor (a yellow band) per ``by``."""
+    if disc and disc in data and data[disc].notna().any():
+        rows = data[data[disc] > 1e-15]
+        line = rows.groupby(by)[disc].apply(lambda v: float(np.mean(np.log10(v))))
+        ax.plot(line.index, line.values, ls="--", color="k", lw=1, label="exact JKO (discretisation)")
+    metric = floor.removesuffix("_floor")
+    if not _floor_band(ax, data, by, metric) and floor in data and data[floor].notna().any():
+        rows = data[data[floor] > 1e-15]  # records without floor distributions: the one-draw floor, dotted
+        line = rows.groupby(by)[floor].apply(lambda v: float(np.mean(np.log10(v))))
+        ax.plot(line.index, line.values, ls=":", color="grey", lw=1.2, label="noise floor (one draw)")
 
 
 def _style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+
+
+def _compared(data: pd.DataFrame) -> bool:
+    """A figure is a comparison: at least two methods (a one-method figure is not drawn)."""
+    return data["method"].nunique() >= 2
 
 
 def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
@@ -93,68 +139,54 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
     _style()
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
     ok = ok[ok[metric] > 0]
-    if ok.empty:  # no ok run with this metric (e.g. every run diverged): nothing to draw
+    if ok.empty or not _compared(ok):  # nothing to draw, or nothing to compare
         return []
-    ok["log10"] = np.log10(ok[metric])
     dims = sorted(ok["dim"].unique())
     methods = ordered_methods(ok["method"].unique())
     colors = method_colors(methods)
     fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims) + 1.5, 3.0), sharey=True, squeeze=False)
     for ax, d in zip(axes[0], dims, strict=True):
         sub = ok[ok["dim"] == d]
-        sns.lineplot(
-            data=sub,
-            x="t",
-            y="log10",
-            hue="method",
-            hue_order=methods,
-            palette=colors,
-            errorbar=("ci", 95),
-            marker="o",
-            markersize=3,
-            ax=ax,
-            legend=ax is axes[0][-1],
-        )
+        _draw_cells(ax, _cells(sub, "t", metric), "t", methods, colors)
         disc = None if metric.endswith("_vs_jko") else f"{metric}_jko_pde"
-        _reference_lines(ax, sub, "t", disc, f"{metric}_floor")
+        _reference_lines(ax, df[(df["dim"] == d) & (df["status"] == "ok")], "t", disc, f"{metric}_floor")
         ax.set_title(f"d = {d}")
         ax.set_xlabel("t")
         ax.set_ylabel(metric_label(metric) if ax is axes[0][0] else "", fontsize=9)
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    if axes[0][-1].get_legend():
-        axes[0][-1].get_legend().remove()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _legend_outside(fig, axes[0])
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.02)
     fig.tight_layout()
     return save(fig, path)
 
 
-def _lineplot_vs_dim(data: pd.DataFrame, y: str) -> tuple[plt.Figure, plt.Axes]:
-    """Mean and 95% CI band of ``y`` per method against the dimension (log2 axis, one tick per dim)."""
+def _legend_outside(fig: plt.Figure, axes) -> None:
+    """One legend for all panels, right of the figure (labels never run into a title)."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.legend([handles[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def _against_dim(data: pd.DataFrame, cells: pd.DataFrame) -> tuple[plt.Figure, plt.Axes]:
+    """Shared body of the against-dimension figures: cells per method against d."""
     _style()
     methods = ordered_methods(data["method"].unique())
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    sns.lineplot(
-        data=data,
-        x="dim",
-        y=y,
-        hue="method",
-        hue_order=methods,
-        palette=method_colors(methods),
-        errorbar=("ci", 95),
-        marker="o",
-        ax=ax,
-        err_style="band",
-    )
+    _draw_cells(ax, cells, "dim", methods, method_colors(methods))
+    return fig, ax
+
+
+def _finish_dim(fig, ax, data: pd.DataFrame, path, title: str, ylabel: str) -> list[Path]:
+    """log2 axis with one tick per dimension, labels, legend outside, saved."""
     dims = sorted(data["dim"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, labels=[str(d) for d in dims])
     ax.set_xlabel("dimension d")
-    return fig, ax
-
-
-def _finish(fig: plt.Figure, ax: plt.Axes, path: str | Path, title: str) -> list[Path]:
+    ax.set_ylabel(ylabel, fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         ax.set_title(title)
@@ -165,25 +197,27 @@ def _finish(fig: plt.Figure, ax: plt.Axes, path: str | Path, title: str) -> list
 def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
     """log10 ``metric`` at the report time vs dim (see module docstring)."""
     at_t = at_report_time(df, metric)
-    at_t = at_t[at_t[metric] > 0].assign(log10=lambda x: np.log10(x[metric]))
-    if at_t.empty:
+    at_t = at_t[at_t[metric] > 0]
+    if at_t.empty or not _compared(at_t) or at_t["dim"].nunique() < 2:
         return []
-    fig, ax = _lineplot_vs_dim(at_t, "log10")
+    fig, ax = _against_dim(at_t, _cells(at_t, "dim", metric))
     _reference_lines(ax, at_t, "dim", f"{metric}_jko_pde", f"{metric}_floor")
-    t = float(at_t["t"].mean()) if len(at_t) else float("nan")
-    ax.set_ylabel(f"{metric_label(metric)}\nat t = {t:.3g}", fontsize=9)
-    return _finish(fig, ax, path, title)
+    t = float(at_t["t"].mean())
+    return _finish_dim(fig, ax, at_t, path, title, f"{metric_label(metric)}\nat t = {t:.3g}")
 
 
 def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
-    """Seconds per JKO step (training + particle regeneration) vs dim, log-log."""
-    per_run = seconds_per_step(df)
-    if per_run.empty:
+    """Seconds per JKO step vs dim, log-log: the median over every step of every run, the band its IQR."""
+    ok = df[(df["status"] == "ok") & (df["k"] > 0)]
+    if ok.empty or not _compared(ok) or ok["dim"].nunique() < 2:
         return []
-    fig, ax = _lineplot_vs_dim(per_run, "time_step_s")
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per JKO step")
-    return _finish(fig, ax, path, title)
+    rows = []
+    for (m, d), g in ok.groupby(["method", "dim"]):
+        timing = stats.timing_summary(r["time_step_s"].to_numpy() for _, r in g.groupby("seed"))
+        rows.append(dict(method=m, dim=d, mean=np.log10(timing.median), lo=np.log10(timing.q25),
+                         hi=np.log10(timing.q75), runs=()))  # fmt: skip
+    fig, ax = _against_dim(ok, pd.DataFrame(rows))
+    return _finish_dim(fig, ax, ok, path, title, "log10 seconds per JKO step\n(median, IQR band)")
 
 
 # The headline metric of an experiment's standard figures: the first of these its records have (catalogue order
@@ -197,6 +231,7 @@ SECONDARY_METRICS = tuple(m.name for m in catalogue.METRICS if m.secondary)
 def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
     """The standard figures for every experiment in the records; returns the files written."""
     outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)  # the pipeline's output, also when nothing is drawn
     written: list[Path] = []
     for exp, edf in df.groupby("experiment", sort=False):
         metric = next((m for m in PRIMARY_METRICS if m in edf and edf[m].notna().any()), None)

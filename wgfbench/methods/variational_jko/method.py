@@ -200,6 +200,10 @@ class VariationalJKO(JKOMethod):
         self.pretrain_s = m.seconds
 
     # --- samples and densities of P_k = (T_k o ... o T_1) # P_0 ------------------------------------------------
+    def evaluation_particles(self) -> Tensor | None:
+        """The particle set of P_k the method holds (fresh i.i.d. samples of P_k)."""
+        return self.particles
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.chain.sample(n, generator)
 
