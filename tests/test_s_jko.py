@@ -4,6 +4,7 @@ one generator pass per sample whatever k, and the refusal of problems without a 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from wgfbench.problems.ou import exact_jko_step
 from wgfbench.registry import make_method, make_problem, method_class
 
 torch.set_num_threads(1)
+SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 
 def gaussian_kl(p: GaussianLaw, q: GaussianLaw) -> float:
@@ -104,3 +106,16 @@ def test_problems_without_a_sampler_of_the_target_are_refused() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(UnsupportedProblem, match="kl_interaction"):
         cls.check_supports(make_problem("mckean_vlasov", 2, 0))
+
+
+def test_the_paper_suite_runs_the_paper_preset_and_the_cpu_suite_the_defaults() -> None:
+    from wgfbench_baselines.s_jko import S_JKO_PAPER_PARAMS
+
+    from wgfbench.suites import load_suite
+
+    for run in load_suite(SUITES / "s-jko-ou-paper.yaml").runs:
+        if run.method == "s_jko":
+            assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in S_JKO_PAPER_PARAMS.items()} == dict(
+                run.method_params
+            )
+    assert all(r.method_params == {} for r in load_suite(SUITES / "s-jko-ou.yaml").runs if r.method == "s_jko")
