@@ -40,13 +40,14 @@ blocks of three layers), G(x0, z) = head(trunk(x0) + embed(z)); ``skip`` adds x0
 layer zero-initialised, so that G starts at the identity (their G is not residual and starts as a random map).
 
 **What their repository holds and what it does not.** Their code (``train.py``, toy and image models) has the
-losses above, Adam with betas (0.5, 0.9), the learning rates lr_G 1e-4 and lr_D 2e-5, the potential's R1 penalty
-(weight 0.2) on data samples and the data noise of scale 1/(32 (k+1)), a longer first phase (20,000 iterations by
-default, later phases 400); their toy runs use batch 400 and 10 phases of 5000 iterations. It has **no OU
-experiment**: the OU appendix's instances (Mokrov et al.'s), step size, iterations per step, and how a
-density-free generator's SymKL was computed are not in it. Chosen here: Mokrov's instances and step
-(h = 0.05 in this convention), the toy protocol's per-step budget (:data:`S_JKO_PAPER_PARAMS`, 5000 iterations
-per step, the first step as long as the others), and the suite's sample-based and moment-fit metrics.
+losses above, Adam with betas (0.5, 0.9), the potential's R1 penalty (weight 0.2) on data samples, the data noise
+of scale 1/(32 (k+1)) and a longer first phase (20,000 iterations by default, later phases 400). The toy runs'
+settings, batch 400, lr_G 1e-4, lr_D 2e-5 and 10 phases of 5000 iterations, are not its defaults (batch 256,
+2e-4, 1e-4) and come with no script. It has **no OU experiment**: the OU appendix's instances (Mokrov et al.'s),
+step size, iterations per step, and how a density-free generator's SymKL was computed are not in it. Chosen here:
+Mokrov's instances and step (h = 0.05 in this convention), the toy runs' settings for the per-step budget
+(:data:`S_JKO_PAPER_PARAMS`: 5000 iterations per step, the first step as long as the others), and the suite's
+sample-based and moment-fit metrics.
 
 **Defaults: a CPU configuration** (:data:`S_JKO_CPU_PARAMS` spells them out): width 64 with one block, the
 identity start (``skip``), Adam 1e-3 for both networks, no R1 penalty and no data noise (on OU a noise of
