@@ -129,7 +129,7 @@ class SJKO(JKOMethod):
     """Choi, Choi & Kang's S-JKO: a potential and one generator from the source, per step (module docstring)."""
 
     name = "s_jko"
-    color = "#d55e00"
+    color = "#a11d21"  # dark red (the palette's vermillion is too close to jko_icnn_exact's orange)
     Config = SJKOConfig
     functionals = frozenset({"kl"})
     requires = (SampledTargetProblem,)
