@@ -11,7 +11,13 @@ and, since log p_{k+1}(grad psi(x)) = log p_k(x) - log det Hess psi(x) (change o
   the last term a constant of the step (for OU tau = 1/beta and -tau log_target = V);
 * ``"generalised_entropy"``, F = 1/(m-1) ∫ P^m (porous medium):
   F(T#P_k) = 1/(m-1) E_{x~P_k}[ (p_k(x) / det Hess psi(x))^{m-1} ],
-  with p_k at the particles tracked by change of variables along the chain (:mod:`wgfbench.densities`).
+  with p_k at the particles tracked by change of variables along the chain (:mod:`wgfbench.densities`);
+  a confinement lambda/2 ∫|x|^2 dP (``problem.confinement``) adds lambda/2 E|T x|^2 (exact variant);
+* ``"kl_interaction"`` (exact variant), F = tau KL(P || Q) + ½ ∫∫ W(x - x') dP dP: the KL terms above plus the pair
+  term ½ E[W(T X - T X')], estimated on the minibatch (independent rows) by pairing T x_i with T x_{i+1}
+  cyclically, W = ``problem.interaction``;
+* a time-dependent target (``problem.time_dependent``): step k -> k+1 uses the static problem of the step's end,
+  ``problem.at_time(t_{k+1})`` (the potential frozen at t_{k+1}, as the exact time-dependent JKO iterates are).
 
 Two variants share the step loop and differ only in how the log-det term and its gradient are obtained:
 
@@ -205,6 +211,7 @@ class _JKOICNN(JKOMethod):
     Config = JKOICNNConfig
     has_density = True
     accelerated = True
+    time_dependent_ok = True  # the KL energy uses problem.at_time(t_{k+1}) for step k -> k+1
     tiny_params: ClassVar[dict[str, Any]] = _TINY
     timing_params: ClassVar[dict[str, Any]] = {"iters_per_step": 10, "pretrain_iters": 20}  # 10240 particles
 
@@ -214,10 +221,11 @@ class _JKOICNN(JKOMethod):
         # P_0 drawn in float64 (then cast), the random stream these baselines were defined with
         self.chain = MapChain(problem.initial(), self.device, self.dtype, config.chunk, p0_dtype=torch.float64)
         self.pretrained = False
-        if problem.functional == "kl":
-            self.tau = float(problem.temperature)
-        else:
+        self.target_problem = problem  # the static problem whose log_target a KL step uses (module docstring)
+        if problem.functional == "generalised_entropy":
             self.m = float(problem.m)
+        else:
+            self.tau = float(problem.temperature)
         self.n_particles = config.n_particles or config.batch_size * config.iters_per_step
         self.particles: Tensor | None = None
         self.particles_logp: Tensor | None = None
@@ -241,7 +249,7 @@ class _JKOICNN(JKOMethod):
     def _draw_particles(self, state: Tensor | None = None) -> None:
         """Fresh P_0 samples through T_1..T_k (and log p_k at them, for the internal energy); ``state``: redraw
         the set drawn from that generator state (a restore)."""
-        if self.problem.functional == "kl":
+        if self.problem.functional != "generalised_entropy":
             self.particles = self.chain.draw_particles(self.n_particles, self.generator, state)
             self.particles_logp = None
         else:
@@ -307,6 +315,8 @@ class _JKOICNN(JKOMethod):
         return loss.item(), diag
 
     def _advance(self) -> StepStats:
+        if self.problem.time_dependent:
+            self.target_problem = self.problem.at_time(self.problem.time_of_step(self.k + 1, self.step_size))
         extra: dict[str, float] = {}
         if self.k == 0 and not self.pretrained:
             extra.update(self._pretrain())
@@ -362,7 +372,8 @@ class JKOICNNExact(_JKOICNN):
 
     name = "jko_icnn_exact"
     color = "#de8f05"
-    functionals = frozenset({"kl", "generalised_entropy"})
+    functionals = frozenset({"kl", "generalised_entropy", "kl_interaction"})
+    confinement_ok = True
 
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
         if self.config.hessian == "analytic":
@@ -374,10 +385,14 @@ class JKOICNNExact(_JKOICNN):
         else:  # Mokrov et al.'s code: d backward passes, then torch.logdet
             tx, hess = per_coordinate_grad_and_hessian(self.psi, x, create_graph=True)
             logdet = torch.logdet(hess)
-        if self.problem.functional == "kl":
-            energy = -self.tau * (self.problem.log_target(tx) + logdet)
-        else:
+        if self.problem.functional == "generalised_entropy":
             energy = torch.exp((self.m - 1.0) * (logp - logdet)) / (self.m - 1.0)
+            if self.problem.confinement:
+                energy = energy + 0.5 * self.problem.confinement * (tx**2).sum(-1)
+        else:
+            energy = -self.tau * (self.target_problem.log_target(tx) + logdet)
+            if self.problem.functional == "kl_interaction":  # ½ W(T x_i - T x_{i+1}): its mean is ½ E W(TX - TX')
+                energy = energy + 0.5 * self.problem.interaction(tx - torch.roll(tx, 1, dims=0))
         return tx, energy, {}
 
 
@@ -396,5 +411,5 @@ class JKOICNNCPFlowGrad(_JKOICNN):
             self.psi, x, self.generator, n_probes=cfg.n_probes, cg_iters=cfg.cg_iters, cg_rtol=cfg.cg_rtol
         )
         # value = the potential term only; gradient = potential term + the log-det gradient estimate
-        energy = -self.tau * (self.problem.log_target(tx) + (surrogate - surrogate.detach()))
+        energy = -self.tau * (self.target_problem.log_target(tx) + (surrogate - surrogate.detach()))
         return tx, energy, diag

@@ -45,16 +45,23 @@ def test_contract(name: str) -> None:
         assert p.temperature > 0
 
 
-# which registered method accepts which new problem before the lead wires the new capabilities in
+# which registered method accepts which new problem; every other pairing is refused with a one-line reason
 ACCEPTS = {
-    "variational_jko": {"dro_ou", "fokker_planck_nonconvex"},
-    "exact_jko": {"dro_ou"},
-    "jko_icnn_exact": {"dro_ou", "fokker_planck_nonconvex"},
-    "jko_icnn_cpflow_grad": {"dro_ou", "fokker_planck_nonconvex"},
-    "jko_icnn_am": {"dro_ou", "fokker_planck_nonconvex"},
-    "em_particles": {"dro_ou", "fokker_planck_nonconvex"},
+    "variational_jko": set(NEW),  # every functional and capability (duals: KL, entropy, interaction, JSD)
+    "exact_jko": {"dro_ou", "ou_moving", "mckean_vlasov"},  # the problems with Gaussian exact JKO iterates
+    "jko_icnn_exact": {"dro_ou", "ou_moving", "porous_confined", "mckean_vlasov", "fokker_planck_nonconvex"},
+    "jko_icnn_cpflow_grad": {"dro_ou", "ou_moving", "fokker_planck_nonconvex"},  # KL only
+    "jko_icnn_am": {"dro_ou", "fokker_planck_nonconvex"},  # no time-dependent target, confinement, interaction
+    "em_particles": {"dro_ou", "ou_moving", "mckean_vlasov", "fokker_planck_nonconvex"},  # SDEs of KL flows
+    "neural_jko": {"dro_ou", "fokker_planck_nonconvex"},  # no time-dependent target, confinement, interaction
+    "neural_jko_ic": set(),  # a sampler of stationary targets: every new problem is transient or not KL
+    "s_jko": {"dro_ou", "fokker_planck_nonconvex"},  # KL problems whose target Q has an exact sampler
     "identity": set(NEW),
 }
+
+
+def test_the_matrix_names_every_method() -> None:
+    assert set(ACCEPTS) == set(registry.methods())
 
 
 @pytest.mark.parametrize("method", sorted(ACCEPTS))

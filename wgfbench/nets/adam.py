@@ -17,8 +17,11 @@ from torch import nn
 FUSED_DEVICE_TYPES = ("cpu", "cuda")
 
 
-def adam(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """``torch.optim.Adam(params, lr, weight_decay)``, fused when every parameter is a float on a CPU or CUDA device."""
+def adam(
+    params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.Adam:
+    """``torch.optim.Adam(params, lr, betas, weight_decay)``, fused when every parameter is a float on a CPU or CUDA
+    device."""
     params = list(params)
     fused = bool(params) and all(p.device.type in FUSED_DEVICE_TYPES and p.is_floating_point() for p in params)
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None)

@@ -23,8 +23,9 @@ declares what else it offers through the **capability protocols** below, which m
 * ``"jsd"``, :class:`JSDProblem`: F(P) = D_f(P || Q) with f the Jensen-Shannon generator, Q = exp(log_target)
   *normalised* and samplable by ``target()`` (:mod:`wgfbench.problems.jsd_grid`).
 
-Further capabilities: :class:`GaussianOUProblem` (closed-form Gaussian OU marginals and exact JKO steps) and
-:class:`StationaryProblem` (the reference is the stationary target for every t, with an exact sampler).
+Further capabilities: :class:`GaussianOUProblem` (closed-form Gaussian OU marginals and exact JKO steps),
+:class:`StationaryProblem` (the reference is the stationary target for every t, with an exact sampler) and
+:class:`SampledTargetProblem` (a KL problem whose target Q has an exact sampler, transient or not).
 
 Optional facts every problem has, with the defaults of :class:`ProblemDefaults` (a problem class inherits them
 and overrides what differs): ``transient`` (True: reference(t) depends on t), ``time_dependent`` (True: the
@@ -123,6 +124,17 @@ class JSDProblem(Problem, Protocol):
     """a Jensen-Shannon functional D_f(P || Q): a normalised log target and an exact sampler of Q."""
 
     def log_target(self, x: Tensor) -> Tensor: ...
+
+    def target(self) -> Law: ...
+
+
+@runtime_checkable
+class SampledTargetProblem(KLProblem, Protocol):
+    """an exact sampler of the KL target Q.
+
+    ``target()`` is the law Q ∝ exp(log_target) of the KL functional, samplable exactly (OU's stationary
+    Gaussian, a mixture target): what a method that sees Q only through samples needs (S-JKO).
+    """
 
     def target(self) -> Law: ...
 

@@ -118,6 +118,10 @@ class OUProblem(ProblemDefaults):
         w, v = self._eig
         return GaussianLaw(self.b, (v / (self.beta * w)) @ v.T)
 
+    def target(self) -> GaussianLaw:
+        """The KL target Q = N(b, (beta A)^-1), i.e. the stationary law (an exact sampler of Q)."""
+        return self.stationary()
+
     def time_of_step(self, k: int, h: float) -> float:
         return k * h
 

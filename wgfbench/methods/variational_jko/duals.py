@@ -33,7 +33,34 @@ Points outside the reference domain (in practice only outliers, thanks to the 1.
 dual and the energy at their projection onto the domain, where rho is ~0 (Gamma samples there teach it so),
 with the projection detached: they neither blow up the dual (a point of P outside the support of Gamma would
 make the sup infinite) nor get a force from the energy term (only the transport term acts on them). The
-fraction of particles outside is logged (``box_outside_frac``).
+fraction of particles outside is logged (``box_outside_frac``). A confinement lambda/2 ∫|x|^2 dP
+(``problem.confinement``, the porous medium dP/dt = ΔP^m + lambda div(x P)) is a potential energy with no dual:
+lambda/2 E|Ty|^2 joins the energy term, at every Ty (outside the box too).
+
+**Interaction** (``kl_interaction``, :class:`KLDual` with the problem's pair potential W): F = tau KL(P || Q) +
+½ ∫∫ W(x - x') dP dP. The pair term is estimated on the minibatch, whose rows are independent draws of P_k, by
+pairing each Ty_i with Ty_{i+1} (cyclically): ½ mean_i W(Ty_i - Ty_{i+1}), unbiased for ½ E W(TX - TX'); its
+gradient in T(x) is (∇W * T#P_k)(Tx) for an even W, the first variation's. **Time-dependent targets**: the method
+hands the dual the static problem of the step's end, ``problem.at_time(t_{k+1})`` (:meth:`KLDual.set_problem`).
+
+**Jensen-Shannon** (:class:`JSDDual`), F = D_f(P || Q) with f(x) = x log x - (x + 1) log((1 + x)/2) (the paper's
+Cor. 3.5; Gamma = Q, the target itself, known by an exact sampler and a normalised density). Derived here:
+f'(x) = log(2x/(1 + x)) < log 2, and f*(y) = sup_x xy - f(x) is attained at e^y = 2x/(1 + x), i.e.
+x = e^y/(2 - e^y), where f(x) = (x + 1) y - log x, so
+
+    f*(y) = log x - y = -log(2 - e^y),   y < log 2,
+    D_f(P || Q) = sup_{g < log 2}  E_P[g] + E_Q[log(2 - e^g)],   optimum g* = f'(p/q) = log(2p/(p + q)),
+
+whose value at g* is E_P[log(2p/(p+q))] + E_Q[log(2q/(p+q))] = D_f. With g = log 2 + log sigmoid(u) (every
+g < log 2 is one; u the network's output) 2 - e^g = 2 sigmoid(-u), so the dual is the logistic (GAN
+discriminator) objective plus 2 log 2,
+
+    D_f(P || Q) = sup_u  E_P[log 2 sigmoid(u)] + E_Q[log 2 sigmoid(-u)],   optimum u* = log(p/q),
+
+and the T-loss term of F(T#P_k) is E_y[log 2 sigmoid(u(Ty))] (the Q-term does not depend on T). At u* its
+gradient in Ty is ∇ f'(p/q)(Ty), the first variation's: the flow dp/dt = div(p ∇ log(2p/(p+q)))
+(:mod:`wgfbench.problems.jsd_grid`). Q samples are drawn from ``problem.target()`` with torch's global RNG, as
+the Gaussian reference's are, and Q needs no refit.
 """
 
 from __future__ import annotations
@@ -43,6 +70,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wgfbench.methods.base import UnsupportedProblem
@@ -52,6 +80,8 @@ from wgfbench.problems.gaussian import moment_fit
 
 if TYPE_CHECKING:
     from wgfbench.methods.variational_jko.method import VariationalJKOConfig
+
+LOG2 = math.log(2.0)
 
 
 def stacked(fn: Callable[[Tensor], Tensor], a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,12 +95,18 @@ class KLDual:
 
     def __init__(self, problem, config: VariationalJKOConfig, device: torch.device, dtype: torch.dtype) -> None:
         d = problem.dim
-        self.problem = problem
-        self.tau = float(problem.temperature)
+        self.interaction = problem.interaction if problem.functional == "kl_interaction" else None
+        self.set_problem(problem)
         self.device, self.dtype = device, dtype
         self.net = RatioNet(d, config.dual_width, config.dual_hidden, config.ratio).to(device, dtype)
         eye = torch.eye(d, dtype=torch.float64)
         self.gamma = GaussianReference(torch.zeros(d, dtype=torch.float64), config.gamma0_var * eye, device, dtype)
+
+    def set_problem(self, problem) -> None:
+        """The static KL problem whose log_target and temperature the energy uses (a time-dependent problem's
+        ``at_time(t_{k+1})`` for step k -> k+1)."""
+        self.problem = problem
+        self.tau = float(problem.temperature)
 
     def refit(self, particles: Tensor) -> None:
         fit = moment_fit(particles)
@@ -89,12 +125,21 @@ class KLDual:
         return -self.net.log_of(r_ty).mean() + r_z.mean()
 
     def energy(self, ty: Tensor) -> Tensor:
-        """tau E[log r(Ty) + log Gamma(Ty) - log Q(Ty)]: the T-loss term of F(T#P_k)."""
+        """tau E[log r(Ty) + log Gamma(Ty) - log Q(Ty)] (+ ½ E W(Ty - Ty') for an interaction): the T-loss term of
+        F(T#P_k)."""
         energy = self.net.log_ratio(ty) + self.gamma.log_density(ty) - self.problem.log_target(ty)
-        return self.tau * energy.mean()
+        out = self.tau * energy.mean()
+        if self.interaction is not None:
+            out = out + pair_energy(self.interaction, ty)
+        return out
 
     def diagnostics(self, particles: Tensor) -> dict[str, float]:
         return {}
+
+
+def pair_energy(interaction: Callable[[Tensor], Tensor], ty: Tensor) -> Tensor:
+    """½ mean_i W(Ty_i - Ty_{i+1}) (cyclic pairs of independent rows): unbiased for ½ E W(TX - TX')."""
+    return 0.5 * interaction(ty - torch.roll(ty, 1, dims=0)).mean()
 
 
 class DensityNet(nn.Module):
@@ -121,6 +166,7 @@ class EntropyDual:
         self.net = DensityNet(problem.dim, config.dual_width, config.dual_hidden, positive=self.m != 2.0).to(
             device, dtype
         )
+        self.confinement = float(problem.confinement)
         self.gamma: UniformReference | None = None
         self.outside_frac = math.nan
 
@@ -152,8 +198,12 @@ class EntropyDual:
         return self.m / (self.m - 1) * self._power_m_minus_1(rho).mean()
 
     def energy(self, ty: Tensor) -> Tensor:
-        """m/(m-1) E[rho(Ty)^{m-1}], Ty outside Omega taken at its projection: the T-loss term of G(T#P_k)."""
-        return self._energy_of(self.net(self._inside(ty)))
+        """m/(m-1) E[rho(Ty)^{m-1}], Ty outside Omega taken at its projection (+ confinement/2 E|Ty|^2, at every
+        Ty): the T-loss term of F(T#P_k)."""
+        out = self._energy_of(self.net(self._inside(ty)))
+        if self.confinement:
+            out = out + 0.5 * self.confinement * (ty**2).sum(-1).mean()
+        return out
 
     def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
         """m/(m-1) E_P[rho^{m-1}] - |Omega| E_Gamma[rho^m]: a lower bound on G(P), tight at rho = p.
@@ -174,4 +224,60 @@ class EntropyDual:
         return {"gen_entropy_dual": value, "box_half_width": self.gamma.half_width}
 
 
-DUALS: dict[str, type] = {"kl": KLDual, "generalised_entropy": EntropyDual}
+class LogitNet(nn.Module):
+    """u(x): an MLP trunk (PReLU) with one linear output, the JSD dual's logit (module docstring)."""
+
+    def __init__(self, dim: int, width: int, n_hidden: int):
+        super().__init__()
+        self.trunk = mlp_trunk(dim, 1, width, n_hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.trunk(x).squeeze(-1)
+
+
+class JSDDual:
+    """F = D_f(P || Q), f the Jensen-Shannon generator, Gamma = Q, the logistic dual (module docstring)."""
+
+    def __init__(self, problem, config: VariationalJKOConfig, device: torch.device, dtype: torch.dtype) -> None:
+        self.target = problem.target()
+        self.device, self.dtype = device, dtype
+        self.net = LogitNet(problem.dim, config.dual_width, config.dual_hidden).to(device, dtype)
+
+    def refit(self, particles: Tensor) -> None:
+        """Gamma = Q does not move."""
+
+    def sample_reference(self, n: int) -> Tensor:
+        return self.target.sample(n, None, dtype=self.dtype).to(self.device)
+
+    def critic(self, x: Tensor) -> Tensor:
+        """g(x) = log 2 + log sigmoid(u(x)), the estimate of f'(p/q) = log(2p/(p+q))."""
+        return LOG2 + F.logsigmoid(self.net(x))
+
+    def dual_value(self, ty: Tensor, z: Tensor) -> Tensor:
+        """E_P[log 2 sigmoid(u)] + E_Q[log 2 sigmoid(-u)]: a lower bound on D_f(P || Q), tight at u = log(p/q).
+
+        u is evaluated on [Ty; z] in one pass (:func:`stacked`).
+        """
+        u_ty, u_z = stacked(self.net, ty, z)
+        return 2 * LOG2 + F.logsigmoid(u_ty).mean() + F.logsigmoid(-u_z).mean()
+
+    def dual_loss(self, ty: Tensor, z: Tensor) -> Tensor:
+        return -self.dual_value(ty, z)
+
+    def energy(self, ty: Tensor) -> Tensor:
+        """E[log 2 sigmoid(u(Ty))]: the T-loss term of D_f(T#P_k || Q)."""
+        return self.critic(ty).mean()
+
+    @torch.no_grad()
+    def diagnostics(self, particles: Tensor, n: int = 16_384) -> dict[str, float]:
+        """The dual's estimate of D_f(P_{k+1} || Q) at the new particles."""
+        idx = torch.randperm(particles.shape[0], device=particles.device)[:n]
+        return {"jsd_dual": float(self.dual_value(particles[idx], self.sample_reference(n)))}
+
+
+DUALS: dict[str, type] = {
+    "kl": KLDual,
+    "kl_interaction": KLDual,
+    "generalised_entropy": EntropyDual,
+    "jsd": JSDDual,
+}

@@ -9,6 +9,11 @@ Eq. 8): no Hessian log-determinant is ever formed. What depends on the functiona
 (:mod:`~wgfbench.methods.variational_jko.duals`: reference measure Gamma and its refit, reference sampling, the
 dual's loss, the energy term of the T-loss); the training loop here is shared.
 
+**Functionals** (one dual each, :mod:`~wgfbench.methods.variational_jko.duals`): the KL (paper Cor. 3.3), with a
+pair interaction energy (``kl_interaction``) and with a time-dependent target (the potential frozen at the step's
+end, ``problem.at_time(t_{k+1})``, as the exact time-dependent JKO iterates are defined); the generalised entropy
+(Cor. 3.4), with a quadratic confinement; the Jensen-Shannon divergence to a samplable Q (Cor. 3.5).
+
 **Maps** (``map``): ``"mlp"`` the residual MLP T(x) = x + g(x) (Fan's OU and mixture map); ``"icnn"``
 T = grad psi with psi a :class:`~wgfbench.nets.icnn.DenseICNN` (Fan's porous map; with ``icnn_layers=1`` it is
 affine), identity-pretrained on P_0 before the first step, as Mokrov et al. (NeurIPS 2021) do. With ICNN maps the
@@ -43,7 +48,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
+from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
 from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.methods.variational_jko.duals import DUALS, EntropyDual
 from wgfbench.nets.adam import adam
@@ -150,7 +155,8 @@ def compile_losses(
 
 
 class VariationalJKO(JKOMethod):
-    """Fan et al.'s variational JKO for the KL and the generalised entropy. See the module docstring."""
+    """Fan et al.'s variational JKO for the KL (with an interaction), the generalised entropy (with a confinement)
+    and the Jensen-Shannon divergence. See the module docstring."""
 
     name = "variational_jko"
     role = "centrepiece"
@@ -158,6 +164,8 @@ class VariationalJKO(JKOMethod):
     Config = VariationalJKOConfig
     functionals = frozenset(DUALS)
     accelerated = True
+    time_dependent_ok = True  # KL: the dual's energy uses problem.at_time(t_{k+1}) for step k -> k+1
+    confinement_ok = True  # the entropy dual adds confinement/2 E|Ty|^2
     density_when = "map=icnn"  # with ICNN maps only (T = grad psi): an instance sets has_density
     tiny_params: ClassVar[dict[str, Any]] = {"n_particles": 2048, "batch_size": 256, "iters_per_step": 5}
     timing_params: ClassVar[dict[str, Any]] = {"n_particles": 8192, "iters_per_step": 10, "regen_chunk": 8192}
@@ -182,6 +190,14 @@ class VariationalJKO(JKOMethod):
         self.pretrain_s = 0.0
         if config.map == "icnn" and config.icnn_pretrain_iters > 0:
             self._pretrain_identity()
+
+    @classmethod
+    def check_supports(cls, problem, config: VariationalJKOConfig | None = None) -> None:
+        super().check_supports(problem, config)
+        if problem.time_dependent and problem.functional != "kl":
+            raise UnsupportedProblem(
+                f"method {cls.name!r} follows a time-dependent target for the KL only, not {problem.functional!r}"
+            )
 
     def _pretrain_identity(self) -> None:
         """Fit grad psi ~ id on P_0 particles (Mokrov et al., NeurIPS 2021, §4: identity initialisation)."""
@@ -255,6 +271,8 @@ class VariationalJKO(JKOMethod):
         return loss_t.item()
 
     def _advance(self) -> StepStats:
+        if self.problem.time_dependent:  # the potential frozen at the step's end (the exact JKO iterates' choice)
+            self.dual.set_problem(self.problem.at_time(self.problem.time_of_step(self.k + 1, self.step_size)))
         with timed(self.device) as train:
             loss = self.finite_loss(self._train_step())
         with timed(self.device) as regen:
