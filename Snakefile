@@ -16,11 +16,16 @@ import os
 import shlex
 import sys
 
+from snakemake.utils import min_version
+
 from wgfbench.registry import method_class
 from wgfbench.suites import SuiteError, load_suite
+from wgfbench.workflow import config_value, prepare_records
 
 
-SUITE_FILE = config.get("suite", "suites/default.yaml")
+min_version("9.0")
+
+SUITE_FILE = config_value(config, "suite", "suites/default.yaml", str, "a suite YAML file")
 try:
     SUITE = load_suite(SUITE_FILE)
 except SuiteError as err:
@@ -28,8 +33,8 @@ except SuiteError as err:
     raise SystemExit(2)
 # a user's runs go to output/<suite>/ (ignored by git): the committed reference results under results/<suite>/ are
 # only written when asked for (--config out=results/<suite>)
-OUT = config.get("out", f"output/{SUITE.name}")
-USE_GPU = int(config.get("gpu", 0))
+OUT = config_value(config, "out", f"output/{SUITE.name}", str, "an output folder")
+USE_GPU = config_value(config, "gpu", 0, int, "an integer number of GPUs per neural-method run (0 or 1)")
 RUNS = {r.job_id: r for r in SUITE.runs}
 # the CLI of the Python running this workflow (works whether or not the venv's bin is on PATH)
 # (quoted here: it is a command prefix; every path below is quoted where it is used, with Snakemake's `:q`)
@@ -42,6 +47,15 @@ def record_path(r):
 
 def run_of(wildcards):
     return RUNS[f"{wildcards.experiment}/{wildcards.method}/d{wildcards.dim}/s{wildcards.seed}"]
+
+
+# records that are unreadable or belong to an earlier specification of their run are moved aside, so that exactly
+# those runs are re-run (a suite edit re-runs the runs it changes, and no finished record is ever deleted)
+prepare_records(SUITE.runs, record_path)
+# the process that runs this workflow, passed to local jobs in their environment (not as a parameter: a parameter
+# that changes every invocation would re-run every record): a job stops when it is gone, so no orphan runs on
+# after a killed master
+os.environ.update(WGFBENCH_MASTER_PID=str(os.getpid()))
 
 
 def runtime_minutes(wildcards):

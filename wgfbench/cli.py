@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from wgfbench.runner import run
+    from wgfbench.runner import InfrastructureError, Interrupted, run, watch_parent
     from wgfbench.suites import SuiteError, load_suite, suite_from_args
 
     torch.set_num_threads(args.threads)
@@ -109,9 +111,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SuiteError as e:
             print("\n".join(e.errors), file=sys.stderr)
             return 2
-    df = run(
-        spec, out=args.out, checkpoint=args.checkpoint, progress=not args.no_progress, floor_cache=args.floor_cache
-    )
+    progress = not args.no_progress
+    watch = args.watch_pid or int(os.environ.get("WGFBENCH_MASTER_PID", "0") or 0)
+    if watch:
+        watch_parent(watch)
+
+    def on_term(signum, frame):
+        raise Interrupted(f"stopped by signal {signum}" + (" (the workflow that started it is gone)" if watch else ""))
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        df = run(spec, out=args.out, checkpoint=args.checkpoint, progress=progress, floor_cache=args.floor_cache)
+    except (Interrupted, KeyboardInterrupt) as e:
+        why = str(e) or "interrupted"
+        print(f"{spec.job_id}: {why}; no record written, the run resumes from its last checkpoint", file=sys.stderr)
+        return 130
+    except InfrastructureError as e:
+        print(f"{spec.job_id}: infrastructure error, not a property of the method ({e}); nothing recorded, "
+              "re-run to resume from the last checkpoint", file=sys.stderr)  # fmt: skip
+        return 75
     status = df["status"].iloc[0]
     print(
         f"{spec.job_id}: status {status}, {int(df['last_good_step'].iloc[0])} steps"
@@ -149,6 +167,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     written = suite_figures(df, args.out)
     for p in written:
         print(p)
+    if not written:
+        print(
+            f"no figures written to {args.out}: a figure compares at least two methods with runs that finished with "
+            "status ok, and no experiment has them",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -213,18 +237,25 @@ def cmd_plot_profiles(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """Delete the records of runs with the given statuses, so that the next `snakemake` re-runs exactly those."""
-    import pandas as pd
+    from wgfbench.records import RecordError, read_record
 
     statuses = set(args.status)
-    files = sorted(Path(args.results).rglob("*.parquet"))
-    records = [f for f in files if "runs" in f.relative_to(args.results).parts]
+    root = Path(args.results)
+    files = sorted(root.rglob("*.parquet"))
+    records = [f for f in files if "runs" in f.relative_to(root).parts]
     forgotten = 0
     for f in records:
-        status = pd.read_parquet(f, columns=["status"])["status"].iloc[0]
+        try:
+            status = read_record(f, columns=["status"])["status"].iloc[0]
+        except RecordError as e:  # a truncated or foreign file: its run is re-run anyway (moved aside)
+            print(f"{e}: skipped (the workflow moves it aside and re-runs its run)", file=sys.stderr)
+            continue
         if status in statuses:
             print(f"{f} ({status})")
             if not args.dry_run:
                 f.unlink()
+                done = root / "checkpoints" / f.relative_to(root / "runs").with_suffix(".pt.done.parquet")
+                done.unlink(missing_ok=True)  # the finished copy a re-run would otherwise take
             forgotten += 1
     verb = "would forget" if args.dry_run else "forgot"
     print(f"{verb} {forgotten} of {len(records)} records with status in {sorted(statuses)}", file=sys.stderr)
@@ -272,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="write the record (parquet) here, atomically")
     q.add_argument("--checkpoint", help="checkpoint file: saved after each step, resumed from if present")
     q.add_argument("--floor-cache", help="folder of simulated noise floors shared by a suite's runs (numbers, JSON)")
+    q.add_argument(
+        "--watch-pid", type=int, help="stop (resumably) when this process is gone (default: $WGFBENCH_MASTER_PID)"
+    )
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--strict", action="store_true", help="exit 1 unless the run's status is ok")
@@ -347,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from wgfbench.records import RecordError
+
     try:
         return args.fn(args)
-    except registry.RegistryError as e:  # two implementations claim one name, or a bad entry point
+    except (registry.RegistryError, RecordError) as e:  # a name claimed twice, a bad entry point, a broken record
         print(f"wgfbench: {e}", file=sys.stderr)
         return 2
 

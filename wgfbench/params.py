@@ -152,11 +152,14 @@ def check_value(annotation: Any, value: Any) -> str | None:
         return None if isinstance(value, bool) else f"must be true or false, got {short(value)}"
     if annotation is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -(2**63) <= value < 2**63:  # what torch, numpy and parquet can hold
+            return f"must be an integer of at most 64 bits, got {short(value)}"
         return None if ok else f"must be an integer, got {short(value)}"
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {short(value)}"
-        return None if math.isfinite(value) else f"must be a finite number, got {short(value)}"
+        finite = abs(value) < 1e308 if isinstance(value, int) else math.isfinite(value)  # 10**400 is no float
+        return None if finite else f"must be a finite number, got {short(value)}"
     if annotation is str:
         return None if isinstance(value, str) else f"must be a string, got {short(value)}"
     if isinstance(annotation, type):

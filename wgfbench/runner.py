@@ -15,13 +15,26 @@ checkpoint path, the state after each finished step is saved atomically and a re
 finished record deletes it). Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, so a planted file cannot run code. A checkpoint of another spec (its spec hash differs), or one
 that cannot be read that way, is ignored with a warning; temporary files left by a killed attempt are removed.
+A finished run also keeps a copy of its record beside its checkpoint (:func:`done_path`): a re-run of the same run
+(its workflow killed before it registered the record, then re-run) takes it instead of computing the run again.
+
+Faults of the machine are not properties of the method: a full disk, a read-only or unwritable output, an I/O
+error (:data:`INFRASTRUCTURE_ERRNOS`) raise :class:`InfrastructureError` and nothing is recorded (the command
+line exits 75 with one line, Snakemake's retry runs it again from its last checkpoint); an interruption (SIGINT,
+SIGTERM, the workflow that started the run gone: :func:`watch_parent`) raises :class:`Interrupted`, again with
+nothing recorded and the checkpoint kept. Numerical blow-ups that surface as exceptions (overflow, a singular
+factorisation) are recorded as ``diverged``, not ``failed``.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import math
+import os
+import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -34,11 +47,67 @@ from tqdm.auto import tqdm
 from wgfbench.evaluate import Evaluator
 from wgfbench.loop import Budget, BudgetExceeded, advance, build
 from wgfbench.methods.base import Diverged, StepStats
-from wgfbench.records import atomic_write_bytes, run_columns, spec_hash, write_parquet_atomic
+from wgfbench.records import atomic_write_bytes, run_columns, run_hash, spec_hash, write_parquet_atomic
 from wgfbench.suites import RunSpec
 from wgfbench.timing import provenance
 
 log = logging.getLogger("wgfbench.runner")
+# errors of the machine, not of the method: reported and retried, never recorded as a run's failure
+# (ENOLCK: a lost lock on a network file system; ESTALE: a file handle the file server no longer knows)
+INFRASTRUCTURE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EIO,
+    errno.EPERM,
+    errno.ENOLCK,
+    errno.ESTALE,
+}
+
+
+class InfrastructureError(RuntimeError):
+    """The machine failed the run (disk full, read-only or unwritable output, I/O error): nothing is recorded; the
+    run resumes from its last checkpoint when it is started again."""
+
+
+class Interrupted(BaseException):
+    """The run was stopped from outside (SIGINT, SIGTERM, or the workflow that started it is gone): nothing is
+    recorded; its last checkpoint stays for a resume."""
+
+
+def _is_infrastructure(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in INFRASTRUCTURE_ERRNOS
+
+
+def _diverged_kind(e: BaseException) -> bool:
+    """Numerical blow-ups that surface as exceptions rather than non-finite values: recorded as ``diverged``."""
+    if isinstance(e, OverflowError | FloatingPointError | ZeroDivisionError):
+        return True
+    return type(e).__name__ == "_LinAlgError" or "overflow" in str(e).lower()
+
+
+def watch_parent(pid: int, interval: float = 2.0) -> None:
+    """Interrupt this process (SIGTERM) once process ``pid`` (the workflow that started the run) is gone."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except PermissionError:  # alive, owned by someone else
+                pass
+
+    threading.Thread(target=loop, name="wgfbench-watch-parent", daemon=True).start()
+
+
+def done_path(checkpoint: Path) -> Path:
+    """Where a finished run keeps a copy of its record beside its checkpoint: a re-run of the same run (e.g. after
+    its workflow was killed before it registered the record) takes it instead of computing the run again."""
+    return checkpoint.with_name(checkpoint.name + ".done.parquet")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -118,6 +187,15 @@ def run(
     prov = provenance("cpu")
     ckpt = Path(checkpoint) if checkpoint else None
     _remove_stale_temporaries(Path(out) if out is not None else None, ckpt)
+    if ckpt is not None and out is not None and done_path(ckpt).exists():
+        done = pd.read_parquet(done_path(ckpt))
+        if "run_hash" in done and done["run_hash"].iloc[0] == run_hash(spec):
+            log.info(
+                "%s finished before: its record is taken from %s, not computed again", spec.job_id, done_path(ckpt)
+            )
+            write_parquet_atomic(done, out)
+            done_path(ckpt).unlink(missing_ok=True)
+            return done
     budget = Budget(spec.time_budget_s)
     bar = None
     try:
@@ -163,9 +241,16 @@ def run(
         status, message = "timeout", f"time budget {spec.time_budget_s:g} s exceeded {where}"
     except Diverged as e:
         status, message = "diverged", str(e)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (SIGINT)") from None
     except Exception as e:  # recorded, never raised: one bad run must not stop a suite
-        status, message = "failed", f"{type(e).__name__}: {e}"
-        log.error("run %s failed:\n%s", spec.job_id, traceback.format_exc())
+        if _is_infrastructure(e):
+            raise InfrastructureError(f"{type(e).__name__}: {e}") from e
+        if _diverged_kind(e):
+            status, message = "diverged", f"{type(e).__name__}: {e}"
+        else:
+            status, message = "failed", f"{type(e).__name__}: {e}"
+            log.error("run %s failed:\n%s", spec.job_id, traceback.format_exc())
     finally:
         if bar is not None:
             bar.close()
@@ -180,7 +265,14 @@ def run(
     df["last_good_step"] = last_good
     df["wall_s"] = budget.elapsed()
     if out is not None:
-        write_parquet_atomic(df, out)
-        if checkpoint is not None:
-            Path(checkpoint).unlink(missing_ok=True)
+        try:
+            if ckpt is not None:  # first the copy beside the checkpoint, then the record, then the checkpoint goes
+                write_parquet_atomic(df, done_path(ckpt))
+            write_parquet_atomic(df, out)
+        except OSError as e:
+            if _is_infrastructure(e):
+                raise InfrastructureError(f"cannot write the record {out}: {e.strerror}") from e
+            raise
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
     return df

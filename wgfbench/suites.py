@@ -56,7 +56,7 @@ from wgfbench.params import check_params, short
 # a safe path component: starts with a letter, digit or '_', then letters, digits, '_', '.', '-'; <= 64 characters
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 NAME_RULE = "a name of at most 64 letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
-MAX_DIM = 4096  # problems build d x d matrices and factor them (O(d^3)): bounded so validation stays cheap
+MAX_DIM = 1024  # problems build and factor d x d matrices while validating (O(d^3), ~2 s at 1024): kept cheap
 MAX_STEPS = 100_000
 MAX_SEED = 2**31 - 1
 MAX_SEED_COUNT = 10_000
@@ -138,13 +138,23 @@ class Suite:
 
 
 # --- small validators -----------------------------------------------------------------------------
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character (newlines, control characters) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class _Checker:
     def __init__(self, path: str):
         self.path = path
         self.errors: list[str] = []
 
     def err(self, key: str, msg: str) -> None:
-        self.errors.append(f"{self.path}: {key}: {msg}")
+        # one line whatever the user's keys and values contain: control characters are shown escaped, and a key
+        # path is shortened like a value
+        line = f"{self.path}: {_printable(key)[:200]}: {_printable(msg)}"
+        self.errors.append(line)
 
     def mapping(self, value: Any, key: str, allowed: set[str] | None = None, required: set[str] = frozenset()) -> dict:
         if value is None:
@@ -173,7 +183,8 @@ class _Checker:
         maximum: float | None = None,
     ):
         ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        # (an int is finite however large: math.isfinite would overflow converting 10**400 to a float)
+        if isinstance(value, bool) or not ok_type or (isinstance(value, float) and not math.isfinite(value)):
             what = "an integer" if integer else "a finite number"
             bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
             self.err(key, f"must be {what}{bound}, got {short(value)}")
@@ -182,7 +193,7 @@ class _Checker:
             self.err(key, f"must be {'>' if strict else '>='} {minimum}, got {short(value)}")
             return None
         if maximum is not None and value > maximum:
-            self.err(key, f"must be <= {maximum:g}, got {short(value)}")
+            self.err(key, f"must be <= {maximum if isinstance(maximum, int) else f'{maximum:g}'}, got {short(value)}")
             return None
         return value
 
@@ -453,7 +464,7 @@ def load_suite(path: str | Path) -> Suite:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else TOP
-        problem = getattr(e, "problem", None) or str(e)
+        problem = _printable(" ".join(str(getattr(e, "problem", None) or e).split()))[:300]  # one line
         raise SuiteError(
             [f"{path}: {where}: not valid YAML ({problem}); allowed: a YAML mapping (see suites/default.yaml)"]
         ) from None
