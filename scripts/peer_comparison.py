@@ -271,8 +271,8 @@ def peer_versions(peer: str, python: str, repo: Path) -> dict:
     else:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     name = {
-        "fan": "github sbyebss/variational_wgf",
-        "mokrov": "github PetrMokrov/Large-Scale-Wasserstein-Gradient-Flows",
+        "fan": "sbyebss/variational_wgf",
+        "mokrov": "PetrMokrov/Large-Scale-Wasserstein-Gradient-Flows",
     }
     return {"repo": f"github {name[peer]}", "commit": commit.strip()} | out
 
