@@ -127,3 +127,28 @@ def test_jko_icnn_exact_stops_early_and_the_cpflow_variant_refuses() -> None:
     assert all(50 <= i < 300 for i in iters), iters
     with pytest.raises(UnsupportedProblem, match="adaptive budget"):
         make_method("jko_icnn_cpflow_grad", problem, 0.05, {"budget": "plateau"}, 0)
+
+
+def test_probe_objective_is_the_duals_bound_plus_transport() -> None:
+    """KL: energy + tau (1 - E r(z)) equals the NWJ form written out; entropy: the dual's value."""
+    problem = make_problem("ou", 3, 0)
+    method = make_method("variational_jko", problem, 0.05, {**VJKO, "iters_per_step": 20}, seed=0)
+    method.step()
+    y = method.particles[:512]
+    z = method.dual.sample_reference(512)
+    with torch.no_grad():
+        ty = method.T.eval()(y)
+        dual = method.dual
+        written = dual.tau * (
+            1 + dual.net.log_ratio(ty).mean() - dual.net.ratio(z).mean()
+            + (dual.gamma.log_density(ty) - problem.log_target(ty)).mean()
+        )  # fmt: skip
+        torch.testing.assert_close(dual.objective(ty, z), written)
+        transport = ((y - ty) ** 2).sum(-1).mean() / (2 * 0.05)
+    assert method.probe_objective((y, z)) == pytest.approx(float(transport + written), rel=1e-5)
+    porous = make_problem("barenblatt", 2, 0)
+    ent = make_method("variational_jko", porous, 1e-3, {**VJKO, "iters_per_step": 5}, seed=0)
+    ent.step()
+    yb, zb = ent.particles[:512], ent.dual.sample_reference(512)
+    with torch.no_grad():
+        torch.testing.assert_close(ent.dual.objective(yb, zb), ent.dual.dual_value(yb, zb))

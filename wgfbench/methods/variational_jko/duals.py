@@ -96,14 +96,11 @@ class KLDual:
     def objective(self, ty: Tensor, z: Tensor) -> Tensor:
         """The dual's estimate of F(T#P_k) up to a constant of the step (the adaptive budget's probe value):
 
-        tau (1 + E log r(Ty) - E_Gamma r(z) + E[log Gamma(Ty) - log Q(Ty)]), the NWJ lower bound on
-        KL(T#P_k || Gamma_k) plus the change-of-reference term; with the optimal r it is tau KL(T#P_k || Q) up to
-        Q's unknown normaliser.
+        :meth:`energy` + tau (1 - E_Gamma r(z)) = tau (1 + E log r(Ty) - E_Gamma r(z) + E[log Gamma(Ty) - log Q(Ty)]),
+        the NWJ lower bound on KL(T#P_k || Gamma_k) plus the change-of-reference term; with the optimal r it is
+        tau KL(T#P_k || Q) up to Q's unknown normaliser.
         """
-        r_ty, r_z = stacked(self.net.ratio, ty, z)
-        nwj = 1.0 + self.net.log_of(r_ty).mean() - r_z.mean()
-        change = (self.gamma.log_density(ty) - self.problem.log_target(ty)).mean()
-        return self.tau * (nwj + change)
+        return self.energy(ty) + self.tau * (1.0 - self.net.ratio(z).mean())
 
     def diagnostics(self, particles: Tensor) -> dict[str, float]:
         return {}
@@ -179,8 +176,9 @@ class EntropyDual:
         return -self.dual_value(ty, z)
 
     def objective(self, ty: Tensor, z: Tensor) -> Tensor:
-        """The dual's estimate of G(T#P_k) (the adaptive budget's probe value): :meth:`dual_value`."""
-        return self.dual_value(ty, z)
+        """The dual's estimate of G(T#P_k) (the adaptive budget's probe value): :meth:`energy` - |Omega| E_Gamma[rho^m],
+        i.e. :meth:`dual_value` (the same lower bound, tight at rho = p)."""
+        return self.energy(ty) - self.gamma.volume_t * (self.net(z) ** self.m).mean()
 
     @torch.no_grad()
     def diagnostics(self, particles: Tensor, n: int = 16_384) -> dict[str, float]:
