@@ -77,6 +77,13 @@ evaluated every 0.1 by the Monte-Carlo SymKL on 8192 samples each way, P_0 = N(0
 ``make_spd_matrix`` (the ``legacy_make_spd`` generator of :mod:`wgfbench.problems.ou`). Their mixture
 experiment: P_0 = N(0, 16 I), h = 0.1 to t = 4 (40 steps).
 
+Adaptive per-step budget (``budget="plateau"``, jko_icnn_exact only; the default ``"fixed"`` is Mokrov's
+protocol): each step draws a probe of ``plateau_probe`` particles of P_k (fixed for the step) and every
+``plateau_every`` iterations evaluates the JKO objective above on it; the step stops once at least
+``plateau_min_iters`` iterations are done and the least-squares slope of the last ``plateau_window`` values is not
+significantly different from zero (|t| <= ``plateau_z``; :mod:`wgfbench.methods.plateau`), ``iters_per_step``
+being the cap. The CP-Flow variant refuses it: its loss value leaves out the log-det term.
+
 All randomness of training (pretraining batches, minibatch order, probes) comes from the method's generator, so a
 run restored from ``state_dict`` continues exactly as the original would have.
 """
@@ -86,18 +93,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 from wgfbench_baselines.stochastic_logdet import stochastic_logdet_surrogate
 
 from wgfbench.densities import batched_grad_and_hessian, logdet_spd, per_coordinate_grad_and_hessian
-from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, check_finite
+from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.methods.plateau import PlateauRule, plateau_rule
 from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.nets.adam import adam
 from wgfbench.nets.icnn import DenseICNN, pretrain_identity
-from wgfbench.params import Count, NonNegative, NonNegCount, Positive
+from wgfbench.params import Count, NonNegative, NonNegCount, Positive, Range
 from wgfbench.timing import timed
 
 
@@ -127,6 +135,14 @@ class JKOICNNConfig(MethodConfig):
     inversion_tol: Positive = 1e-9  # residual |grad psi(x) - y| of the float64 Newton inversion
     inversion_max_iter: Count = 100
     chunk: Count = 16_384  # rows per chunk when pushing particles through the maps
+    # inner iterations per step: "fixed" (iters_per_step, Mokrov's protocol) or "plateau" (jko_icnn_exact only:
+    # stop once the probe objective no longer trends, wgfbench.methods.plateau; iters_per_step is then the cap)
+    budget: Literal["fixed", "plateau"] = "fixed"
+    plateau_every: Count = 10  # iterations between probe values
+    plateau_window: Annotated[int, Range(3, None)] = 8  # probe values in the slope test
+    plateau_min_iters: NonNegCount = 50
+    plateau_z: NonNegative = 1.0  # stop when the slope's t-statistic is at most this in size
+    plateau_probe: Count = 2048  # probe minibatch size (particles of P_k; a probe value costs a Hessian each)
 
     def __post_init__(self) -> None:  # a suite gives lists; keep the frozen config hashable
         object.__setattr__(self, "lr_schedule", tuple((int(n), float(lr)) for n, lr in self.lr_schedule))
@@ -229,6 +245,8 @@ class _JKOICNN(JKOMethod):
         self.n_particles = config.n_particles or config.batch_size * config.iters_per_step
         self.particles: Tensor | None = None
         self.particles_logp: Tensor | None = None
+        self.inner_iters = 0
+        self.plateau: PlateauRule | None = None
 
     def _new_potential(self) -> DenseICNN:
         cfg = self.config
@@ -299,7 +317,12 @@ class _JKOICNN(JKOMethod):
         order = torch.randperm(n, generator=self.generator)
         pos = 0
         loss, diag = torch.tensor(float("nan")), {}
-        for _ in range(cfg.iters_per_step):
+        rule = self.plateau = plateau_rule(cfg)
+        probe = None
+        if rule is not None:
+            idx = torch.randint(n, (cfg.plateau_probe,), generator=self.generator).to(self.device)
+            probe = (self.particles[idx], None if self.particles_logp is None else self.particles_logp[idx])
+        for it in range(1, cfg.iters_per_step + 1):
             if pos + cfg.batch_size > n:
                 order, pos = torch.randperm(n, generator=self.generator), 0
             idx = order[pos : pos + cfg.batch_size].to(self.device)
@@ -310,9 +333,16 @@ class _JKOICNN(JKOMethod):
             (self.step_size * loss).backward()  # Mokrov's scaling: ½|T x - x|^2 + h F (module docstring)
             opt.step()
             self.psi.convexify()
+            self.inner_iters = it
             if not math.isfinite(loss.item()):
                 break
+            if rule is not None and rule.due(it) and rule.record(it, self.probe_objective(*probe)):
+                break
         return loss.item(), diag
+
+    def probe_objective(self, x: Tensor, logp: Tensor | None) -> float:
+        """The JKO objective on the adaptive budget's probe (value only; the parameters' gradients are untouched)."""
+        return float(self._loss(x, logp)[0].detach())
 
     def _advance(self) -> StepStats:
         if self.problem.time_dependent:
@@ -330,6 +360,9 @@ class _JKOICNN(JKOMethod):
             self.chain.append(GradientOfPotential(self.psi))
             self._draw_particles()
         extra["peak_mem_mb"] = train.peak_mem_mb
+        extra["inner_iters"] = float(self.inner_iters)
+        if self.plateau is not None:
+            extra["plateau_t_stat"] = self.plateau.t_stat
         return StepStats(train_s=train.seconds, regen_s=regen.seconds, loss=loss, extra=extra)
 
     # --- sampling and densities ---------------------------------------------------------------------------------
@@ -404,6 +437,15 @@ class JKOICNNCPFlowGrad(_JKOICNN):
     Config = JKOICNNCPFlowGradConfig
     functionals = frozenset({"kl"})
     tiny_params: ClassVar[dict[str, Any]] = {**_TINY, "cg_iters": 5}
+
+    @classmethod
+    def check_supports(cls, problem, config: JKOICNNConfig | None = None) -> None:
+        super().check_supports(problem, config)
+        if config is not None and config.budget != "fixed":
+            raise UnsupportedProblem(
+                f"method {cls.name!r} has no adaptive budget: its loss value omits the log-det term the plateau "
+                "test would watch (budget must be 'fixed')"
+            )
 
     def _energy(self, x: Tensor, logp: Tensor | None) -> tuple[Tensor, Tensor, dict[str, float]]:
         cfg = self.config

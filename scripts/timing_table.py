@@ -34,6 +34,7 @@ more than the budget even at one iteration are recorded as skipped, with the pre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -232,6 +233,63 @@ def census_rows(dims: list[int], device: str, log) -> list[dict]:
     return rows
 
 
+REGEN_KS = (1, 2, 5, 10, 20)
+
+
+def regen_rows(dims: list[int], log, device: str = "cpu", n_particles: int = 512_000) -> list[dict]:
+    """Seconds to produce the particles of P_{k+1} after k maps: regeneration (fresh P_0 draws through all k maps,
+    Fan's code) vs carry-forward (the current set through the newest map only), at Fan's 512,000 particles.
+
+    The chain holds k copies of one trained map (a push costs the same whatever the weights), so no training is
+    needed; the two modes are timed alternately per k (A B, B A), CPU seconds beside wall seconds."""
+    import copy
+
+    rows = []
+    for dim in dims:
+        m = W.build_jko("variational_jko", dim, params={"device": device, "n_particles": n_particles,
+                                                         "regen_chunk": 65_536})  # fmt: skip
+        m.step()  # one trained map, and particles of P_1
+        base = m.chain.maps[0]
+        for k in REGEN_KS:
+            while len(m.chain.maps) < k:
+                m.chain.maps.append(copy.deepcopy(base))
+            t = {}
+            for rnd in range(2):
+                for mode in ("regenerate", "carry") if rnd == 0 else ("carry", "regenerate"):
+                    m.config = dataclasses.replace(m.config, particles=mode)
+                    res = measure(m._next_particles, device=m.device, warmup=0, repeats=1)
+                    t.setdefault(mode, []).append((res.seconds[0], res.cpu_seconds[0]))
+            for mode, vals in t.items():
+                rows.append({"dim": dim, "k": k, "particles": mode, "n_particles": n_particles,
+                             "wall_s": min(v[0] for v in vals), "cpu_s": min(v[1] for v in vals)})  # fmt: skip
+            log(
+                f"regen d={dim:3d} k={k:3d}: regenerate {min(v[0] for v in t['regenerate']):.3f} s, "
+                f"carry {min(v[0] for v in t['carry']):.3f} s"
+            )
+    return rows
+
+
+def regen_markdown(regen: pd.DataFrame) -> list[str]:
+    lines = [
+        "## Particle regeneration vs k: regenerate (Fan's code) vs carry forward (`particles=carry`)",
+        "",
+        f"Seconds to produce the {int(regen.n_particles.iloc[0]):,} particles of P_(k+1) once the chain holds k maps "
+        "(min of 2 alternated runs; wall and CPU). Regeneration pushes fresh P_0 draws through all k maps (O(k) per "
+        "step, O(K^2) per run); carrying pushes the current set through the newest map only (O(1) per step).",
+        "",
+        "| d | k | regenerate s (CPU s) | carry s (CPU s) | regenerate / carry |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for (dim, k), g in regen.groupby(["dim", "k"]):
+        r = g[g.particles == "regenerate"].iloc[0]
+        c = g[g.particles == "carry"].iloc[0]
+        lines.append(
+            f"| {dim} | {k} | {r.wall_s:.3f} ({r.cpu_s:.3f}) | {c.wall_s:.3f} ({c.cpu_s:.3f}) | "
+            f"{r.wall_s / c.wall_s:.1f}x |"
+        )
+    return [*lines, ""]
+
+
 def profile_step(method: str, dim: int, out: Path, device: str = "cpu") -> list[tuple[str, float]]:
     """torch.profiler table of one JKO step (after a warm-up step); returns the top operators by self CPU %."""
     from torch.profiler import ProfilerActivity, profile
@@ -421,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-kernels", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
     ap.add_argument("--no-census", action="store_true")
+    ap.add_argument("--regen-dims", type=int, nargs="+", default=[2, 64])
+    ap.add_argument(
+        "--only-regen",
+        action="store_true",
+        help="only the regeneration-vs-k section: writes regen_vs_k.parquet and regen_vs_k.md, leaves table.md",
+    )
     args = ap.parse_args(argv)
     args.methods = args.methods or default_methods(args.device)
 
@@ -432,6 +496,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
 
     prov = provenance(args.device)
+    regen = pd.DataFrame(regen_rows(args.regen_dims, log, args.device))
+    for key, value in prov.items():
+        regen[key] = value
+    regen.to_parquet(args.out / "regen_vs_k.parquet", index=False)
+    header = ["# Particle regeneration vs k", "", "**Provenance:** " + ", ".join(f"{k}={v}" for k, v in prov.items())]
+    (args.out / "regen_vs_k.md").write_text("\n".join([*header, "", *regen_markdown(regen)]))
+    if args.only_regen:
+        log(f"wrote {args.out}/regen_vs_k.md, regen_vs_k.parquet")
+        return 0
     rows = []
     for method in args.methods:
         rows += method_rows(method, sorted(args.dims), args.cell_budget, log, args.device)
@@ -458,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(census):
         census.to_parquet(args.out / "census.parquet", index=False)
     figure(df, prov, args.out)
-    (args.out / "table.md").write_text(markdown(df, kernels, census, profiles, prov, time.perf_counter() - t0))
+    text = markdown(df, kernels, census, profiles, prov, time.perf_counter() - t0)
+    (args.out / "table.md").write_text(text + "\n" + "\n".join(regen_markdown(regen)))
     log(f"wrote {args.out}/table.md, table.parquet, kernels.parquet, seconds_per_step.png/.pdf")
     return 0
 

@@ -68,6 +68,13 @@ class MapChain:
             out.append(x)
         return torch.cat(out)
 
+    @torch.no_grad()
+    def push_last(self, x: Tensor) -> Tensor:
+        """Push particles of P_{k-1} (on the device) through T_k only, in the chunks :meth:`push` uses: the result
+        equals pushing their P_0 draws through T_1..T_k with :meth:`push`, bit for bit (same rows, same chunks, same
+        operations), so a carried particle set is redrawn exactly from its generator state."""
+        return torch.cat([self.maps[-1](chunk) for chunk in torch.split(x, self.chunk)])
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """n fresh samples of P_k, on the CPU."""
         return self.push(self.sample_p0(n, generator)).cpu()

@@ -133,6 +133,15 @@ class KLDual:
             out = out + pair_energy(self.interaction, ty)
         return out
 
+    def objective(self, ty: Tensor, z: Tensor) -> Tensor:
+        """The dual's estimate of F(T#P_k) up to a constant of the step (the adaptive budget's probe value):
+
+        :meth:`energy` + tau (1 - E_Gamma r(z)) = tau (1 + E log r(Ty) - E_Gamma r(z) + E[log Gamma(Ty) - log Q(Ty)]),
+        the NWJ lower bound on KL(T#P_k || Gamma_k) plus the change-of-reference term; with the optimal r it is
+        tau KL(T#P_k || Q) up to Q's unknown normaliser.
+        """
+        return self.energy(ty) + self.tau * (1.0 - self.net.ratio(z).mean())
+
     def diagnostics(self, particles: Tensor) -> dict[str, float]:
         return {}
 
@@ -216,6 +225,11 @@ class EntropyDual:
     def dual_loss(self, ty: Tensor, z: Tensor) -> Tensor:
         return -self.dual_value(ty, z)
 
+    def objective(self, ty: Tensor, z: Tensor) -> Tensor:
+        """The dual's estimate of G(T#P_k) (the adaptive budget's probe value): :meth:`energy` - |Omega| E_Gamma[rho^m],
+        i.e. :meth:`dual_value` (the same lower bound, tight at rho = p)."""
+        return self.energy(ty) - self.gamma.volume_t * (self.net(z) ** self.m).mean()
+
     @torch.no_grad()
     def diagnostics(self, particles: Tensor, n: int = 16_384) -> dict[str, float]:
         """The dual's estimate of G at the new particles (before the refit), and the reference's size."""
@@ -267,6 +281,10 @@ class JSDDual:
     def energy(self, ty: Tensor) -> Tensor:
         """E[log 2 sigmoid(u(Ty))]: the T-loss term of D_f(T#P_k || Q)."""
         return self.critic(ty).mean()
+
+    def objective(self, ty: Tensor, z: Tensor) -> Tensor:
+        """The dual's estimate of D_f(T#P_k || Q) (the adaptive budget's probe value): :meth:`dual_value`."""
+        return self.dual_value(ty, z)
 
     @torch.no_grad()
     def diagnostics(self, particles: Tensor, n: int = 16_384) -> dict[str, float]:

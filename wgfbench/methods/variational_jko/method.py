@@ -28,6 +28,27 @@ and the dual are warm-started across steps and their Adam states persist. At the
 mode, no dropout) as T_{k+1}, the particles of P_{k+1} are regenerated from fresh P_0 samples through
 T_1..T_{k+1}, and Gamma is refit to them.
 
+**Adaptive per-step budget** (``budget="plateau"``; the default ``"fixed"`` is the papers' protocol). Each step
+draws a probe (``plateau_probe`` particles of P_k and as many samples of Gamma_k), fixed for the step, and every
+``plateau_every`` iterations evaluates on it the step objective with T in eval mode,
+
+    J = E_probe |y - T y|^2 / (2h) + (the dual's estimate of F(T#P_k)),
+
+for the KL tau (1 + E log r(Ty) - E_Gamma r(z) + E[log Gamma_k(Ty) - log Q(Ty)]) (the NWJ bound of paper Eq. 8
+plus the change of reference measure of Cor. 3.3), for the generalised entropy the dual's value (Eq. 10). The
+step stops once at least ``plateau_min_iters`` iterations are done and the least-squares slope of the last
+``plateau_window`` values of J is no longer significantly different from zero (its t-statistic is at most
+``plateau_z`` in size: :mod:`wgfbench.methods.plateau`); ``iters_per_step`` is the cap. No exact solution is used. The
+probe's draws come from the global RNG after the step's minibatches would (so a fixed budget's random stream is
+unchanged); ``extra`` reports ``inner_iters`` and ``plateau_t_stat``.
+
+**Particles** (``particles``): ``"regenerate"`` (the default, Fan's code) draws P_{k+1}'s particle set afresh
+from P_0 through all k + 1 maps: O(k) pushes per step, O(K^2) per run. ``"carry"`` pushes the current set through
+the new map only, P_{k+1} = T_{k+1}(P_k) (as Fan et al.'s image experiments update their particles): one push per
+step, O(K) per run, the same particles all along (training minibatches are then drawn from one fixed sample of
+P_0 carried forward; the evaluation samples stay fresh P_0 draws through the chain). A restore pushes the run's
+initial P_0 draw through the saved maps in the same chunks, which gives the carried set bit for bit.
+
 **Compiled losses** (``compile``): the networks are small (width 64), so on a GPU the inner loop is bound by
 kernel launches, not arithmetic. ``compile="default"`` passes the two losses (the dual's loss and the T-loss with
 T's forward) through ``torch.compile`` (forward and backward graphs fused by inductor); ``"reduce-overhead"``
@@ -49,6 +70,7 @@ import torch
 from torch import Tensor, nn
 
 from wgfbench.methods.base import JKOMethod, MethodConfig, StepStats, UnsupportedProblem, check_finite
+from wgfbench.methods.plateau import PlateauRule, plateau_rule
 from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.methods.variational_jko.duals import DUALS, EntropyDual
 from wgfbench.nets.adam import adam
@@ -112,6 +134,17 @@ class VariationalJKOConfig(MethodConfig):
     reference_shape: Literal["box", "ball"] = "box"  # "box" (the paper) or "ball"
     dual_scale: Literal["moment", "box"] = "moment"  # "moment" or "box" (Fan's parameterisation)
     regen_chunk: Count = 65_536
+    # "regenerate": P_{k+1}'s particles are fresh P_0 draws through T_1..T_{k+1} (Fan's code; O(k) pushes per
+    # step); "carry": P_{k+1} = T_{k+1}(P_k), the same particles pushed through the new map only (one push per step)
+    particles: Literal["regenerate", "carry"] = "regenerate"
+    # inner iterations per step: "fixed" (iters_per_step, the papers' protocol) or "plateau" (stop once the probe
+    # objective no longer decreases, wgfbench.methods.plateau; iters_per_step is then the cap)
+    budget: Literal["fixed", "plateau"] = "fixed"
+    plateau_every: Count = 10  # iterations between probe values
+    plateau_window: Annotated[int, Range(3, None)] = 8  # probe values in the slope test
+    plateau_min_iters: NonNegCount = 50
+    plateau_z: NonNegative = 1.0  # stop when the slope's t-statistic is at most this in size
+    plateau_probe: Count = 4096  # probe minibatch size (particles and reference samples)
     # torch.compile mode of the two losses: "off" (eager), "default", or "reduce-overhead" (CUDA graphs on a GPU)
     compile: CompileMode = "off"
 
@@ -188,6 +221,8 @@ class VariationalJKO(JKOMethod):
         if isinstance(self.dual, EntropyDual):
             self.dual.refit(self.particles)
         self.pretrain_s = 0.0
+        self.inner_iters = 0
+        self.plateau: PlateauRule | None = None
         if config.map == "icnn" and config.icnn_pretrain_iters > 0:
             self._pretrain_identity()
 
@@ -217,8 +252,10 @@ class VariationalJKO(JKOMethod):
 
     # --- samples and densities of P_k = (T_k o ... o T_1) # P_0 ------------------------------------------------
     def evaluation_particles(self) -> Tensor | None:
-        """The particle set of P_k the method holds (fresh i.i.d. samples of P_k)."""
-        return self.particles
+        """The particle set of P_k the method holds, when it is a fresh i.i.d. sample of P_k (regenerated from
+        P_0 each step); None with ``particles="carry"``: the carried set trained the maps, so it is not
+        independent of them and the evaluation draws fresh samples instead."""
+        return None if self.config.particles == "carry" else self.particles
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self.chain.sample(n, generator)
@@ -245,12 +282,35 @@ class VariationalJKO(JKOMethod):
         """The T-loss at the minibatch y, T's forward included (the unit that ``compile`` compiles)."""
         return self._t_loss(y, self.T(y))
 
+    def _draw_probe(self) -> tuple[Tensor, Tensor]:
+        """The adaptive budget's probe of this step: particles of P_k and reference samples, fixed for the step."""
+        n = self.particles.shape[0]
+        idx = torch.randint(n, (self.config.plateau_probe,), device=self.device)
+        return self.particles[idx], self.dual.sample_reference(self.config.plateau_probe)
+
+    def probe_objective(self, probe: tuple[Tensor, Tensor]) -> float:
+        """The step objective E|y - Ty|^2/(2h) + (the dual's estimate of F(T#P_k)) on the probe, T in eval mode
+        (the map the step would freeze now); no parameter gradients."""
+        y, z = probe
+        self.T.eval()
+        try:
+            with torch.no_grad():
+                ty = self.T(y)
+                transport = ((y - ty) ** 2).sum(-1).mean() / (2.0 * self.step_size)
+                return float(transport + self.dual.objective(ty, z))
+        finally:
+            self.T.train()
+
     def _train_step(self) -> float:
         cfg = self.config
         n = self.particles.shape[0]
         self.T.train()
         loss_t = torch.zeros((), device=self.device)
-        for _ in range(cfg.iters_per_step):
+        rule = plateau_rule(cfg)
+        probe = self._draw_probe() if rule is not None else None
+        self.plateau = rule
+        self.inner_iters = 0
+        for it in range(1, cfg.iters_per_step + 1):
             idx = torch.randint(n, (cfg.batch_size,), device=self.device)
             y = self.particles[idx]
             z = self.dual.sample_reference(cfg.batch_size)
@@ -267,8 +327,17 @@ class VariationalJKO(JKOMethod):
                 loss_t = self._t_loss_of(y)
                 loss_t.backward()
                 self.opt_t.step()
+            self.inner_iters = it
+            if rule is not None and rule.due(it) and rule.record(it, self.probe_objective(probe)):
+                break
         self.dual_net.requires_grad_(True)
         return loss_t.item()
+
+    def _next_particles(self) -> Tensor:
+        """The particles of P_{k+1} once T_{k+1} is appended to the chain (the ``particles`` option)."""
+        if self.config.particles == "carry":
+            return self.chain.push_last(self.particles)
+        return self.chain.draw_particles(self.config.n_particles, self.generator)
 
     def _advance(self) -> StepStats:
         if self.problem.time_dependent:  # the potential frozen at the step's end (the exact JKO iterates' choice)
@@ -277,11 +346,13 @@ class VariationalJKO(JKOMethod):
             loss = self.finite_loss(self._train_step())
         with timed(self.device) as regen:
             self.chain.append(self.T)
-            self.particles = self.chain.draw_particles(self.config.n_particles, self.generator)
+            self.particles = self._next_particles()
             check_finite("variational JKO particles", self.particles)
             diagnostics = self.dual.diagnostics(self.particles)
             self.dual.refit(self.particles)
-        extra = {"peak_mem_mb": train.peak_mem_mb, **diagnostics}
+        extra = {"peak_mem_mb": train.peak_mem_mb, "inner_iters": float(self.inner_iters), **diagnostics}
+        if self.plateau is not None:
+            extra["plateau_t_stat"] = self.plateau.t_stat
         if isinstance(self.dual, EntropyDual):
             extra["box_outside_frac"] = self.dual.outside_frac
         if self.k == 0 and self.pretrain_s:
