@@ -73,7 +73,7 @@ from wgfbench.schedules import order_errors
 # a safe path component: starts with a letter, digit or '_', then letters, digits, '_', '.', '-'; <= 64 characters
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 NAME_RULE = "a name of at most 64 letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
-MAX_DIM = 1024  # problems build and factor d x d matrices while validating (O(d^3), ~2 s at 1024): kept cheap
+MAX_DIM = 1024  # validation builds every problem, factoring d x d matrices (O(d^3)): bounded so it stays cheap
 MAX_STEPS = 100_000
 MAX_SEED = 2**31 - 1
 MAX_SEED_COUNT = 10_000
