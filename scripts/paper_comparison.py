@@ -16,7 +16,7 @@ Per experiment of ``suites/paper-budget-cpu.yaml`` and per (method, d), for each
 * **noise floor q95**: the cell's resolution threshold (mean over its runs of the 95% quantile of the metric
   between two exact samples of the evaluation's sizes, log10): a value below it is not resolved;
 * **runs**: ok runs over the runs the suite asks for, and every other status, runs not yet recorded as
-  ``missing`` (listed by job id) and records of another specification (a suite edit since) as ``stale``.
+  ``missing`` (listed by job id) and records of another run (a suite edit since: another run hash) as ``stale``.
 
 A paragraph per experiment states every difference of protocol from the paper and what the comparison shows, the
 latter computed from the cells (differences from the published values, position against the floors).
@@ -88,10 +88,10 @@ PROTOCOL: dict[str, str] = {
 
 # --- the cells ----------------------------------------------------------------------------------------------------
 def expected_runs(suite) -> pd.DataFrame:
-    from wgfbench.records import spec_hash
+    from wgfbench.records import run_hash
 
     rows = [
-        dict(experiment=r.experiment, method=r.method, dim=r.dim, seed=r.seed, job=r.job_id, expected_hash=spec_hash(r))
+        dict(experiment=r.experiment, method=r.method, dim=r.dim, seed=r.seed, job=r.job_id, expected_hash=run_hash(r))
         for r in suite.runs
     ]
     return pd.DataFrame(rows)
@@ -99,18 +99,25 @@ def expected_runs(suite) -> pd.DataFrame:
 
 def read_current(records: Path, expected: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows of the records that belong to the suite's runs as it stands, one row per expected run with its status:
-    the record's, ``missing`` or ``stale``)."""
+    the record's, ``missing`` or ``stale``). A record is stale when its run hash differs from its run's in the suite
+    (:func:`wgfbench.records.run_hash`, the rule of :func:`wgfbench.workflow.prepare_records`: a record written
+    before run hashes were recorded counts as current, as the pipeline keeps it)."""
     from wgfbench.records import read_records
 
     files = sorted(records.rglob("*.parquet")) if records.is_dir() else []
     df = read_records(files) if files else pd.DataFrame(columns=["experiment", "method", "dim", "seed"])
     keys = ["experiment", "method", "dim", "seed"]
     if len(df):
-        per_run = df.groupby(keys, as_index=False).agg(status=("status", "first"), spec_hash=("spec_hash", "first"))
+        if "run_hash" not in df:
+            df = df.assign(run_hash=None)
+        per_run = df.groupby(keys, as_index=False, dropna=False).agg(
+            status=("status", "first"), run_hash=("run_hash", "first")
+        )
     else:
-        per_run = pd.DataFrame(columns=[*keys, "status", "spec_hash"])
+        per_run = pd.DataFrame(columns=[*keys, "status", "run_hash"])
     runs = expected.merge(per_run, on=keys, how="left")
-    stale = np.where(runs["spec_hash"] != runs["expected_hash"], "stale", runs["status"])
+    differs = runs["run_hash"].notna() & (runs["run_hash"] != runs["expected_hash"])
+    stale = np.where(differs, "stale", runs["status"])
     runs["status"] = np.where(runs["status"].isna(), "missing", stale)
     current = runs[~runs["status"].isin(["missing", "stale"])][keys]
     rows = df.merge(current, on=keys) if len(df) else df
