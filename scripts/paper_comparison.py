@@ -51,7 +51,7 @@ PUBLISHED: dict[tuple[str, str, str], dict[int, float]] = {
 # where a cell has no published number, what the paper gives instead
 NOT_TABULATED = {
     "ou_fan": "Fig. 4 only (plotted, not tabulated): the variational JKO below JKO-ICNN-d at every d",
-    "ou_mokrov": "Fig. 3/5 only (not tabulated)",
+    "ou_mokrov": "at d = 8, Fig. 3/5 only (plotted, not tabulated)",
 }
 SOURCES = {"ou_fan": FAN_SOURCE, "ou_mokrov": MOKROV_SOURCE}
 # per experiment, the metrics compared, each with its label and the methods it is reported for (None: every one)
@@ -188,8 +188,8 @@ def experiment_section(exp: str, summary: pd.DataFrame, runs: pd.DataFrame, floo
                     findings.append(finding(m, d, col, c, pub, floors.get((exp, d)), q95))
         lines.append("")
     missing = er[er["status"].isin(["missing", "stale"])]
-    lines += ["**What the comparison shows.** " + (NOT_TABULATED[exp] + " is what the paper gives; "
-              if exp in NOT_TABULATED else "") + "computed from the cells above:", ""]  # fmt: skip
+    where_none = f"; where the paper tabulates nothing: {NOT_TABULATED[exp]}" if exp in NOT_TABULATED else ""
+    lines += [f"**What the comparison shows** (computed from the cells above{where_none}):", ""]
     lines += [f"* {f}" for f in findings] or ["* no finished run yet."]
     if len(missing):
         listed = ", ".join(f"`{j}` ({s})" for j, s in zip(missing["job"], missing["status"], strict=True))
@@ -205,7 +205,7 @@ def finding(method: str, d: int, col: str, c: pd.Series, published: float | None
         parts.append(f"published {published:.1f}, ours {'higher' if diff > 0 else 'lower'} by {abs(diff):.2f}"
                      + (" (inside our 95% interval)" if inside else ""))  # fmt: skip
     if jko is not None and math.isfinite(jko):
-        parts.append(f"{c['mean'] - jko:+.2f} from the exact-JKO floor")
+        parts.append(f"{c['mean'] - jko:+.2f} in log10 against the exact-JKO floor")
     if q95 is not None and pd.notna(q95):
         parts.append("resolved (above the noise floor q95)" if c["mean"] > q95 else "NOT resolved (at or below the "
                      "noise floor q95: the evaluation cannot tell it from an exact sample)")  # fmt: skip
