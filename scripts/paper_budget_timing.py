@@ -84,6 +84,13 @@ ATTRIBUTION = {
 }
 
 
+# The peers' own code and ours, measured side by side in one session on this CPU at the same budget, d = 2, one
+# torch thread: median CPU seconds per whole JKO step, (peer, ours) (committed measurements of
+# scripts/peer_comparison.py: results/timing/peer/table.md and mokrov_table.md).
+PEER_CPU_S_PER_STEP = {"variational_jko": (14.13, 7.58), "jko_icnn_exact": (42.66, 13.60)}
+PUBLISHED_S_PER_STEP = {"variational_jko": {2: 11.0}, "jko_icnn_exact": {2: 14.5}}  # Fan et al.; Mokrov's t = 0.1
+
+
 def load_average() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
@@ -160,7 +167,7 @@ def markdown(summary: pd.DataFrame, prov: dict, command: str, args: argparse.Nam
     lines = [
         "# Seconds per JKO step at the papers' budgets (suites/paper-budget-cpu.yaml), this CPU, one torch thread",
         "",
-        f"Command: `{command}`",
+        f"Command: {command}",
         "",
         f"Provenance: {', '.join(f'{k}={v}' for k, v in prov.items())}",
         "",
@@ -200,12 +207,31 @@ def markdown(summary: pd.DataFrame, prov: dict, command: str, args: argparse.Nam
                      f"{p['hardware']} | {p['clock']} |")  # fmt: skip
     lines += ["", "| ours | which part is hardware, which implementation |", "|---|---|"]
     lines += [f"| {m} | {text} |" for m, text in ATTRIBUTION.items()]
+    lines += ["", "## Reading", "", *reading(summary)]
     ratio = _per_coordinate_ratio(summary)
     if ratio:
         measured = ", ".join(f"{r:.2f}x at d = {d}" for d, r in ratio.items())
         lines += ["", "Implementation part measured here (same CPU, same budget): per_coordinate / analytic CPU "
                   f"s/step of jko_icnn_exact = {measured}."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def reading(summary: pd.DataFrame) -> list[str]:
+    """Per neural method at d = 2: the published GPU time against the peer's own code on this CPU (hardware part)
+    and the peer's code against ours on this CPU, measured side by side (implementation part)."""
+    out = []
+    for method, (theirs, ours_then) in PEER_CPU_S_PER_STEP.items():
+        at_2 = (summary["method"] == method) & (summary["d"] == 2)
+        ours = summary[at_2 & summary["variant"].isin(["", "analytic"])]
+        if ours.empty:
+            continue
+        mine, gpu = ours["cpu_s_median"].iloc[0], PUBLISHED_S_PER_STEP[method][2]
+        out.append(
+            f"* {method}, d = 2: published {gpu:g} s (wall) per step on their GPU; their code on one thread of this "
+            f"CPU {theirs:g} CPU s (hardware part: {theirs / gpu:.1f}x); their code takes {theirs / ours_then:.1f}x "
+            f"ours measured beside it ({ours_then:g} CPU s; implementation part); ours in this table {mine:.3g} CPU s."
+        )
+    return out or ["* (no neural method measured at d = 2)"]
 
 
 def _per_coordinate_ratio(summary: pd.DataFrame) -> dict[int, float]:
@@ -227,20 +253,20 @@ def main() -> None:
     from wgfbench.timing import provenance
 
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.from_steps:
+    command = "OMP_NUM_THREADS=1 nice -n 15 ./with-env python scripts/paper_budget_timing.py " + " ".join(sys.argv[1:])
+    if args.from_steps:  # the measurement's own command and provenance stay; the table says it was re-made
         steps = pd.read_parquet(args.out / "steps.parquet")
         prov = json.loads((args.out / "provenance.json").read_text())
-        prov.pop("command", None)
+        command = f"`{prov.pop('command')}` (table re-made from its steps.parquet by `{command}`)"
     else:
         prov = provenance("cpu")
-        (args.out / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
+        (args.out / "provenance.json").write_text(json.dumps({**prov, "command": command}, indent=1) + "\n")
+        command = f"`{command}`"
         steps = measure(args)
         steps.to_parquet(args.out / "steps.parquet")
     summary = summarise(steps)
     summary.to_parquet(args.out / "table.parquet")
-    command = "OMP_NUM_THREADS=1 nice -n 15 ./with-env python scripts/paper_budget_timing.py " + " ".join(sys.argv[1:])
     (args.out / "table.md").write_text(markdown(summary, prov, command, args))
-    (args.out / "provenance.json").write_text(json.dumps({**prov, "command": command}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
