@@ -197,3 +197,18 @@ def test_the_readmes_asv_command_works_on_first_use(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert bare.returncode != 0 and "time_symkl_moment" not in bare.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("suit=suites/default.yaml", "--config suit: unknown key (known: gpu, out, suite)"),
+        ("gpu=3", "--config gpu=3: must be an integer number of GPUs per neural-method run (0 or 1)"),
+    ],
+)
+def test_the_config_schema_refuses_unknown_keys_and_values_out_of_range_in_one_line(config: str, expected: str) -> None:
+    """config/config.yaml's schema (workflow/schemas/config.schema.yaml) through snakemake.utils.validate."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "1", "-n", "--config", config]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert expected in proc.stderr.splitlines() and "Traceback" not in proc.stderr, proc.stderr[-2000:]
