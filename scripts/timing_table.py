@@ -314,10 +314,17 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from wgfbench.reports.figures import method_colors
+
     ok = df[df.status == "ok"].copy()
     sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(7.6, 4.4))
-    sns.lineplot(data=ok, x="dim", y="step_s", hue="label", style="label", markers=True, dashes=False, ax=ax)
+    fig, ax = plt.subplots(figsize=(7.6, 4.4), layout="constrained")
+    # one colour per method, as in every figure of the package (variants of a method differ by marker)
+    colors = method_colors(sorted(ok.method.unique()))
+    palette = {label: colors[m] for label, m in ok[["label", "method"]].drop_duplicates().itertuples(index=False)}
+    sns.lineplot(
+        data=ok, x="dim", y="step_s", hue="label", style="label", palette=palette, markers=True, dashes=False, ax=ax
+    )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")
@@ -328,8 +335,9 @@ def figure(df: pd.DataFrame, prov: dict, out: Path) -> None:
         f"{prov['device_name']} | torch {prov['torch_version']} | {prov['git_commit'][:12]}",
         fontsize=8,
     )
-    ax.legend(fontsize=7, title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, fontsize=7, loc="outside right upper", frameon=False)
     fig.savefig(out / "seconds_per_step.png", dpi=150)
     fig.savefig(out / "seconds_per_step.pdf")
     plt.close(fig)

@@ -1,9 +1,12 @@
-"""Command line: ``wgfbench {list,validate,run,table,plot,plot-samples}``.
+"""Command line: ``wgfbench {list,validate,run,run-suite,forget,table,plot,plot-samples,plot-profiles}``.
 
 ``wgfbench run`` is the code path of every Snakemake job, so a run from the command line and a
-run in a suite are the same computation. ``table`` and ``plot`` take any set of records (files or
+run in a suite are the same computation. ``run-suite`` runs a suite, or the runs ``--only`` selects, through the
+same workflow (Snakemake with the repository's Snakefile, the selected records as targets), so records, resume and
+re-runs behave exactly as under ``snakemake``. ``table`` and ``plot`` take any set of records (files or
 folders of parquet files), so that the records of a user's own method can be compared with the
-committed ones.
+committed ones; runs of the same specification found under two of the paths given are kept apart (the later
+path's rows are labelled ``METHOD @ PATH``), never merged into one cell.
 """
 
 from __future__ import annotations
@@ -144,26 +147,66 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if status == "ok" or not args.strict else 1
 
 
+def read_sources(paths: list[str]):
+    """The records under every path given (record files, folders of them, or a table.parquet), as one frame with
+    a column ``origin`` (the path that holds each row).
+
+    Runs from two sources are different runs even when their specifications are the same (a user's re-run of a
+    suite beside its committed records): where an (experiment, method) of a source has a run (experiment, problem,
+    method, dim, seed) that an earlier source has too, that source's rows of the (experiment, method) are labelled
+    ``METHOD @ PATH`` in the ``method`` column, so that tables give them a row and figures a line of their own
+    instead of taking one run for the other. A file named twice is read once.
+    """
+    import pandas as pd
+
+    from wgfbench.records import RUN_KEYS, read_records
+
+    seen: set[Path] = set()
+    frames = []
+    for p in paths:
+        files = sorted(Path(p).rglob("*.parquet")) if Path(p).is_dir() else [Path(p)]
+        files = [f for f in files if f.resolve() not in seen]
+        seen |= {f.resolve() for f in files}
+        if files:
+            frames.append(read_records(files).assign(origin=str(p)))
+        elif not Path(p).exists():
+            read_records([p])  # the one-line error of a missing path
+    if not frames:
+        return read_records(paths)  # the one-line error of no records
+    earlier: set[tuple] = set()
+    for df in frames:
+        keys = [k for k in RUN_KEYS if k in df]
+        runs = set(map(tuple, df[keys].drop_duplicates().to_numpy().tolist()))
+        clash = {(r[keys.index("experiment")], r[keys.index("method")]) for r in runs & earlier}
+        earlier |= runs
+        if clash:
+            hit = [(e, m) in clash for e, m in zip(df["experiment"], df["method"], strict=True)]
+            df.loc[hit, "method"] = df.loc[hit, "method"] + " @ " + df.loc[hit, "origin"]
+    return pd.concat(frames, ignore_index=True)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
-    from wgfbench.records import read_records, write_parquet_atomic, write_text_atomic
+    from wgfbench.records import write_parquet_atomic, write_text_atomic
+    from wgfbench.reports.html import markdown_to_html
     from wgfbench.reports.tables import markdown, provenance_markdown, summary
 
-    df = read_records(args.records)
+    df = read_sources(args.records)
     out = Path(args.out)
     spread = json.loads(Path(args.spread).read_text()) if args.spread else None
     write_parquet_atomic(df, out / "table.parquet")
     write_parquet_atomic(summary(df), out / "summary.parquet")
     text = markdown(df, title=args.title, spread=spread) + "\n" + provenance_markdown(df)
     write_text_atomic(text, out / "table.md")
-    print(f"wrote {out / 'table.md'}, {out / 'table.parquet'} and {out / 'summary.parquet'} ({len(df)} rows)")
+    write_text_atomic(markdown_to_html(text, title=args.title or "wgfbench tables"), out / "table.html")
+    written = f"{out / 'table.md'} (and .html), {out / 'table.parquet'} and {out / 'summary.parquet'}"
+    print(f"wrote {written} ({len(df)} rows)")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from wgfbench.records import read_records
     from wgfbench.reports.figures import suite_figures
 
-    df = read_records(args.records)
+    df = read_sources(args.records)
     written = suite_figures(df, args.out)
     for p in written:
         print(p)
@@ -174,6 +217,49 @@ def cmd_plot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def snakefile() -> Path:
+    """The repository's Snakefile (the workflow ``run-suite`` drives); the package must run from its checkout."""
+    return Path(__file__).resolve().parents[1] / "Snakefile"
+
+
+def cmd_run_suite(args: argparse.Namespace) -> int:
+    """Run a suite, or the runs ``--only`` selects, through the workflow (module docstring)."""
+    import shlex
+    import subprocess
+
+    from wgfbench.suites import SuiteError, load_suite
+    from wgfbench.workflow import SelectionError, default_out, record_path, select_runs
+
+    try:
+        suite = load_suite(args.suite)
+        runs = select_runs(suite.runs, args.only or [])
+    except SuiteError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except SelectionError as e:
+        print("\n".join(e.errors), file=sys.stderr)
+        return 2
+    workflow = snakefile()
+    if not workflow.is_file():
+        print(f"run-suite: no Snakefile at {workflow} (run it from a checkout of the repository)", file=sys.stderr)
+        return 2
+    out = args.out or default_out(suite.name)
+    config = [f"suite={args.suite}", f"gpu={args.gpu}"] + ([f"out={args.out}"] if args.out else [])
+    # a selection: its records are the targets (tables and figures of the whole suite need every run); targets go
+    # before --config, which takes every word after it
+    targets = [record_path(out, r) for r in runs] if args.only else []
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(workflow)]
+    cmd += [*(["--cores", str(args.jobs)] if args.jobs else []), *(["--dry-run"] if args.dry_run else [])]
+    cmd += ["--config", *config]
+    print(f"run-suite: {len(runs)} of {len(suite.runs)} runs of {args.suite}: {shlex.join(cmd)}", file=sys.stderr)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0 or args.dry_run or not args.only:
+        return rc
+    table = argparse.Namespace(records=targets, out=str(Path(out) / "selection"), title=f"Suite {suite.name}, "
+                               f"runs selected by --only {' --only '.join(args.only)}", spread=None)  # fmt: skip
+    return cmd_table(table)
 
 
 def cmd_plot_samples(args: argparse.Namespace) -> int:
@@ -310,6 +396,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--strict", action="store_true", help="exit 1 unless the run's status is ok")
     q.set_defaults(fn=cmd_run)
+
+    q = sub.add_parser(
+        "run-suite",
+        help="run a suite, or the runs --only selects, through the workflow (snakemake)",
+        description="Runs the suite's jobs through the repository's Snakefile, exactly as `snakemake --config "
+        "suite=SUITE` does (records, resume, re-runs of changed runs). With --only, only the selected runs are run "
+        "(their records are the targets) and their tables are written to OUT/selection/; without it, the whole "
+        "suite with its tables and figures. The pure Snakemake equivalent of a selection is `snakemake "
+        "OUT/runs/EXPERIMENT/METHOD/dD_sS.parquet ... --config suite=SUITE` (this command prints the one it runs).",
+    )
+    q.add_argument("suite", help="suite YAML file")
+    q.add_argument(
+        "--only",
+        action="append",
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="runs with every KEY=VALUE (keys: experiment, problem, method, dim, seed; a key twice: either value); "
+        "repeat --only for the union of several selections",
+    )
+    q.add_argument("--jobs", "-j", type=int, help="runs at once (snakemake --cores; default: all cores)")
+    q.add_argument("--out", help="output folder (default: output/<suite name>)")
+    q.add_argument("--gpu", type=int, default=0, choices=[0, 1], help="GPUs per neural-method run (default 0)")
+    q.add_argument("--dry-run", "-n", action="store_true", help="only show what would run")
+    q.set_defaults(fn=cmd_run_suite)
 
     q = sub.add_parser(
         "forget",

@@ -11,10 +11,18 @@
 Every number drawn comes from :mod:`wgfbench.reports.stats`, the mechanism the tables use (no plotting library
 computes a statistic), so a figure's band is the table's interval for the same cell. A figure with one method only
 is not drawn (nothing is compared). Every figure is written as PNG and PDF. Only runs with status ``ok`` are drawn.
+
+Layout: every figure uses matplotlib's constrained layout with its legend outside the axes (right), long axis labels
+wrapped to the axes' height, so no label runs into a title, a tick label or the legend (a test checks
+the rendered text boxes). Colours: :func:`method_colors` is the one source, for these figures, the sample figures
+(:mod:`wgfbench.reports.samples`) and the timing table's figure (scripts/timing_table.py). Values a log axis cannot
+show are never dropped silently: unbiased estimates (energy distance, KSD² as a U-statistic) can be negative near 0,
+a method can take 0 seconds per step: a footnote under the figure says how many values were left out and why.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -129,22 +137,54 @@ def _style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
 
 
+def _figure(n_panels: int = 1, width: float = 3.2, height: float = 3.3, **kwargs) -> tuple[plt.Figure, np.ndarray]:
+    """A row of ``n_panels`` axes under constrained layout (titles, labels and the outside legend get room)."""
+    return plt.subplots(
+        1, n_panels, figsize=(width * n_panels + 2.2, height), squeeze=False, layout="constrained", **kwargs
+    )
+
+
+def wrapped(label: str, width: int = 30) -> str:
+    """An axis label broken into lines of at most ``width`` characters (a y label no taller than its axes)."""
+    return "\n".join(textwrap.fill(part, width) for part in label.split("\n"))
+
+
+def _footnote(fig: plt.Figure, notes: list[str]) -> None:
+    """Notes under the figure (left-aligned, below the axes; saved with bbox_inches="tight")."""
+    if notes:
+        fig.text(0.0, 0.0, wrapped("\n".join(notes), 110), ha="left", va="top", fontsize=7, color="0.3")
+
+
+def _dropped_note(values: pd.Series, what: str) -> list[str]:
+    """The footnote for values a log axis cannot show (module docstring); [] when there are none."""
+    values = pd.to_numeric(values, errors="coerce")
+    bad = int((values[values.notna()] <= 0).sum())
+    if not bad:
+        return []
+    return [
+        f"{bad} of {int(values.notna().sum())} {what} are ≤ 0 and not drawn (log axis): an unbiased estimate (a "
+        "Monte Carlo SymKL, a U-statistic such as KSD² or the energy distance) is negative when the method cannot be "
+        "told from the reference at this sample size; read it as 0, within the noise floor."
+    ]
+
+
 def _compared(data: pd.DataFrame) -> bool:
     """A figure is a comparison: at least two methods (a one-method figure is not drawn)."""
     return data["method"].nunique() >= 2
 
 
-def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
-    """log10 ``metric`` vs t, a panel per dim (see module docstring)."""
+def error_vs_time_figure(df: pd.DataFrame, metric: str, title: str = "") -> plt.Figure | None:
+    """log10 ``metric`` vs t, a panel per dim (see module docstring); None when there is nothing to compare."""
     _style()
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
+    notes = _dropped_note(ok[metric], "values (runs x evaluated steps)")
     ok = ok[ok[metric] > 0]
     if ok.empty or not _compared(ok):  # nothing to draw, or nothing to compare
-        return []
+        return None
     dims = sorted(ok["dim"].unique())
     methods = ordered_methods(ok["method"].unique())
     colors = method_colors(methods)
-    fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims) + 1.5, 3.0), sharey=True, squeeze=False)
+    fig, axes = _figure(len(dims), sharey=True)
     for ax, d in zip(axes[0], dims, strict=True):
         sub = ok[ok["dim"] == d]
         _draw_cells(ax, _cells(sub, "t", metric), "t", methods, colors)
@@ -152,12 +192,18 @@ def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = 
         _reference_lines(ax, df[(df["dim"] == d) & (df["status"] == "ok")], "t", disc, f"{metric}_floor")
         ax.set_title(f"d = {d}")
         ax.set_xlabel("t")
-        ax.set_ylabel(metric_label(metric) if ax is axes[0][0] else "", fontsize=9)
+        ax.set_ylabel(wrapped(metric_label(metric)) if ax is axes[0][0] else "", fontsize=9)
     _legend_outside(fig, axes[0])
     if title:
-        fig.suptitle(title, y=1.02)
-    fig.tight_layout()
-    return save(fig, path)
+        fig.suptitle(title)
+    _footnote(fig, notes)
+    return fig
+
+
+def error_vs_time(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
+    """:func:`error_vs_time_figure`, saved as PNG and PDF; [] when it is not drawn."""
+    fig = error_vs_time_figure(df, metric, title)
+    return [] if fig is None else save(fig, path)
 
 
 def _legend_outside(fig: plt.Figure, axes) -> None:
@@ -168,56 +214,80 @@ def _legend_outside(fig: plt.Figure, axes) -> None:
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
-    fig.legend([handles[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend([handles[lab] for lab in labels], labels, loc="outside right center", frameon=False)
 
 
 def _against_dim(data: pd.DataFrame, cells: pd.DataFrame) -> tuple[plt.Figure, plt.Axes]:
     """Shared body of the against-dimension figures: cells per method against d."""
     _style()
     methods = ordered_methods(data["method"].unique())
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    _draw_cells(ax, cells, "dim", methods, method_colors(methods))
-    return fig, ax
+    fig, axes = _figure(1, width=3.4, height=3.4)
+    _draw_cells(axes[0][0], cells, "dim", methods, method_colors(methods))
+    return fig, axes[0][0]
 
 
-def _finish_dim(fig, ax, data: pd.DataFrame, path, title: str, ylabel: str) -> list[Path]:
-    """log2 axis with one tick per dimension, labels, legend outside, saved."""
+def _finish_dim(fig, ax, data: pd.DataFrame, title: str, ylabel: str, notes: list[str]) -> plt.Figure:
+    """log2 axis with one tick per dimension, labels, legend outside, footnotes."""
     dims = sorted(data["dim"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, labels=[str(d) for d in dims])
+    ax.minorticks_off()
     ax.set_xlabel("dimension d")
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_ylabel(wrapped(ylabel), fontsize=9)
+    _legend_outside(fig, [ax])
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return save(fig, path)
+        fig.suptitle(title)
+    _footnote(fig, notes)
+    return fig
 
 
-def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
-    """log10 ``metric`` at the report time vs dim (see module docstring)."""
+def error_vs_dim_figure(df: pd.DataFrame, metric: str, title: str = "") -> plt.Figure | None:
+    """log10 ``metric`` at the report time vs dim (see module docstring); None when there is nothing to compare."""
     at_t = at_report_time(df, metric)
+    notes = _dropped_note(at_t[metric], "runs' values at the report time") if metric in at_t else []
     at_t = at_t[at_t[metric] > 0]
     if at_t.empty or not _compared(at_t) or at_t["dim"].nunique() < 2:
-        return []
+        return None
     fig, ax = _against_dim(at_t, _cells(at_t, "dim", metric))
     _reference_lines(ax, at_t, "dim", f"{metric}_jko_pde", f"{metric}_floor")
     t = float(at_t["t"].mean())
-    return _finish_dim(fig, ax, at_t, path, title, f"{metric_label(metric)}\nat t = {t:.3g}")
+    return _finish_dim(fig, ax, at_t, title, f"{metric_label(metric)}\nat t = {t:.3g}", notes)
 
 
-def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
-    """Seconds per JKO step vs dim, log-log: the median over every step of every run, the band its IQR."""
+def error_vs_dim(df: pd.DataFrame, metric: str, path: str | Path, title: str = "") -> list[Path]:
+    """:func:`error_vs_dim_figure`, saved as PNG and PDF; [] when it is not drawn."""
+    fig = error_vs_dim_figure(df, metric, title)
+    return [] if fig is None else save(fig, path)
+
+
+def seconds_vs_dim_figure(df: pd.DataFrame, title: str = "") -> plt.Figure | None:
+    """Seconds per JKO step vs dim, log-log: the median over every step of every run, the band its IQR. A method
+    whose median is 0 (it does no work per step, e.g. ``identity``) cannot be drawn on the log axis and is named in
+    a footnote instead; None when fewer than two methods can be drawn."""
     ok = df[(df["status"] == "ok") & (df["k"] > 0)]
-    if ok.empty or not _compared(ok) or ok["dim"].nunique() < 2:
-        return []
+    if ok.empty or ok["dim"].nunique() < 2:
+        return None
     rows = []
     for (m, d), g in ok.groupby(["method", "dim"]):
         timing = stats.timing_summary(r["time_step_s"].to_numpy() for _, r in g.groupby("seed"))
-        rows.append(dict(method=m, dim=d, mean=np.log10(timing.median), lo=np.log10(timing.q25),
-                         hi=np.log10(timing.q75), runs=()))  # fmt: skip
-    fig, ax = _against_dim(ok, pd.DataFrame(rows))
-    return _finish_dim(fig, ax, ok, path, title, "log10 seconds per JKO step\n(median, IQR band)")
+        rows.append(dict(method=m, dim=d, median=timing.median, q25=timing.q25, q75=timing.q75, runs=()))
+    cells = pd.DataFrame(rows)
+    zero = sorted(set(cells.loc[~(cells["median"] > 0), "method"]))
+    cells = cells[cells["median"] > 0]
+    drawn = ok[ok["method"].isin(set(cells["method"]))]
+    if cells.empty or not _compared(drawn):
+        return None
+    with np.errstate(divide="ignore"):
+        cells = cells.assign(mean=np.log10(cells["median"]), lo=np.log10(cells["q25"]), hi=np.log10(cells["q75"]))
+    fig, ax = _against_dim(drawn, cells)
+    notes = [f"not drawn (0 seconds per step: no work per step): {', '.join(ordered_methods(zero))}"] if zero else []
+    return _finish_dim(fig, ax, drawn, title, "log10 seconds per JKO step (median, IQR band)", notes)
+
+
+def seconds_vs_dim(df: pd.DataFrame, path: str | Path, title: str = "") -> list[Path]:
+    """:func:`seconds_vs_dim_figure`, saved as PNG and PDF; [] when it is not drawn."""
+    fig = seconds_vs_dim_figure(df, title)
+    return [] if fig is None else save(fig, path)
 
 
 # The headline metric of an experiment's standard figures: the first of these its records have (catalogue order

@@ -35,7 +35,7 @@ from torch import Tensor
 from wgfbench import registry
 from wgfbench.loop import Budget, BudgetExceeded, advance, build
 from wgfbench.methods.base import Diverged
-from wgfbench.reports.figures import _style, method_colors, save
+from wgfbench.reports.figures import _style, method_colors, save, wrapped
 from wgfbench.reports.tables import ordered_methods
 from wgfbench.suites import RunSpec
 
@@ -99,7 +99,19 @@ def samples_figure(
     notes: dict[str, str] | None = None,
     n_reference: int = 5000,
 ) -> list[Path]:
-    """One panel for the exact reference and one per method (module docstring); PNG and PDF."""
+    """:func:`samples_panels`, saved as PNG and PDF."""
+    return save(samples_panels(reference, samples, title, notes, n_reference), path)
+
+
+def samples_panels(
+    reference,
+    samples: dict[str, Tensor],
+    title: str = "",
+    notes: dict[str, str] | None = None,
+    n_reference: int = 5000,
+) -> plt.Figure:
+    """One panel for the exact reference and one per method (module docstring), each method in its colour of
+    :func:`~wgfbench.reports.figures.method_colors`, under constrained layout (no title runs into another)."""
     _style()
     gen = torch.Generator().manual_seed(12345)
     ref = reference.sample(n_reference, gen).to(torch.float64)
@@ -110,7 +122,9 @@ def samples_figure(
     panels = ["exact reference", *methods]
     lim_lo = ref2.min(0) - 1.0
     lim_hi = ref2.max(0) + 1.0
-    fig, axs = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2), squeeze=False, sharex=True, sharey=True)
+    fig, axs = plt.subplots(
+        1, len(panels), figsize=(3.0 * len(panels), 3.4), squeeze=False, sharex=True, sharey=True, layout="constrained"
+    )
     grid = None
     if ref.shape[1] == 2:
         gx, gy = np.meshgrid(np.linspace(lim_lo[0], lim_hi[0], 200), np.linspace(lim_lo[1], lim_hi[1], 200))
@@ -135,9 +149,8 @@ def samples_figure(
         ax.set_ylabel(f"{axis_name}2" if ax is axs[0][0] else "")
         ax.set_aspect("equal", adjustable="box")
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+        fig.suptitle(wrapped(title, 45 * len(panels)), fontsize=10)
+    return fig
 
 
 def job_samples_figure(
