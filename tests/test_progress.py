@@ -4,6 +4,7 @@ Snakemake log), a bar with training and evaluation time on a terminal; and the s
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -108,8 +109,8 @@ def test_silent_when_progress_is_off() -> None:
 @pytest.mark.parametrize("module", ["wgfbench.cli", "wgfbench.runner", "wgfbench"])
 def test_job_start_up_imports_neither_pot_nor_matplotlib(module: str) -> None:
     """What a job imports before it runs: POT, matplotlib, scipy.stats and pandas take seconds and no job needs them
-    at start (POT is imported where exact W2 is computed, matplotlib where a figure is drawn, pandas where a record
-    is handed back as a DataFrame)."""
+    at start (POT is imported where exact W2 is computed, matplotlib where a figure is drawn; pandas loads when the
+    record is made, after the steps: pyarrow imports it to build any array)."""
     code = (
         f"import sys, {module}; "
         "heavy = [m for m in ('ot', 'matplotlib', 'scipy.stats', 'pandas') if m in sys.modules]; "
@@ -123,3 +124,29 @@ def test_import_wgfbench_does_not_import_torch() -> None:
     code = "import sys, wgfbench as wb; print('torch' in sys.modules, 'wgfbench.runner' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_a_job_without_exact_w2_steps_without_pot_pandas_or_matplotlib() -> None:
+    """In a fresh interpreter, while the steps of exact_jko on OU d = 2 (exact W2 left out) run, none of the heavy
+    modules is loaded: the progress line of every step sees sys.modules without them."""
+    code = """
+import io, json, sys
+from wgfbench.runner import run_record
+from wgfbench.suites import suite_from_args
+
+class Seen(io.StringIO):
+    loaded = []
+    def write(self, text):
+        if " step " in text:
+            self.loaded.append([m for m in ("ot", "pandas", "matplotlib", "scipy.stats") if m in sys.modules])
+        return super().write(text)
+
+sys.stderr = Seen()
+spec = suite_from_args("ou", "exact_jko", 2, n_steps=2,
+                       eval_params={"sample_metrics": ["sw2"], "n_w2": 200, "n_samples": 2000, "n_mc": 512})
+table = run_record(spec, progress="lines")
+print(json.dumps({"loaded": Seen.loaded, "status": table["status"][0].as_py()}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "ok" and result["loaded"] == [[], []]

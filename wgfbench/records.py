@@ -81,7 +81,7 @@ sees an older schema; the file is not rewritten):
 * 1: ``run_hash`` added (issue 14). Upgraded: ``p_*`` columns from the JSON columns, provenance booleans and counts
   typed, ``run_date`` parsed (a date without a zone is taken as UTC), ``large_string`` columns as ``string``.
 * 2 (current): ``schema_version``; the typed ``p_*`` columns; typed provenance; ``run_date`` a timestamp; records
-  written through Arrow (no pandas needed to write one).
+  written from Arrow tables with explicit types (:func:`record_table`).
 
 **Long view** (:func:`metrics_long`, written as ``metrics.parquet`` beside ``table.parquet`` by
 :func:`wgfbench.reports.tables.write_tables`): one row per (run, step, metric) with the run's identity, ``metric``
@@ -105,7 +105,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pandas and pyarrow are imported where used: a run writes its record without pandas
+if TYPE_CHECKING:  # pandas and pyarrow are imported where used, not when a job starts
     import pandas as pd
     import pyarrow as pa
 
@@ -200,7 +200,7 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def write_record_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    """Atomic parquet write of a record (an Arrow table: no pandas needed)."""
+    """Atomic parquet write of a record (an Arrow table, its types as :func:`record_table` gives them)."""
     import pyarrow.parquet as pq
 
     _atomic(path, lambda tmp: pq.write_table(table, tmp))

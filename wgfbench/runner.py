@@ -60,7 +60,7 @@ from wgfbench.records import (
 from wgfbench.suites import RunSpec
 from wgfbench.timing import provenance
 
-if TYPE_CHECKING:  # pandas is imported only to hand back a DataFrame (run): a job writes its record without it
+if TYPE_CHECKING:  # pandas and pyarrow load when the record is made, after the run's steps, not at start-up
     import pandas as pd
     import pyarrow as pa
 
