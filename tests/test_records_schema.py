@@ -251,3 +251,17 @@ def test_long_view_of_a_real_record(fresh: pa.Table) -> None:
     assert row["value"] == source["symkl_moment"] and row["floor_q95"] == source["symkl_moment_floor_q95"]
     assert row["resolved"] == (source["symkl_moment"] > source["symkl_moment_floor_q95"])
     assert set(long["against"]) <= {"pde", "jko", "jko_pde"}
+
+
+def test_every_committed_record_reads_in_the_current_schema() -> None:
+    """The README's Records example: every committed record, whatever its schema, reads as one documented table."""
+    folders = sorted(p for p in (REPO / "results").glob("*/runs") if any(p.rglob("*.parquet")))
+    assert folders
+    tables = [read_table(f) for folder in folders for f in sorted(folder.rglob("*.parquet"))]
+    for table in tables:
+        assert_documented(table)
+    df = read_records(folders)
+    assert len(df) == sum(len(t) for t in tables) and set(df["schema_version"]) == {SCHEMA_VERSION}
+    assert str(df["run_date"].dtype).startswith("datetime64") and df["run_date"].notna().all()
+    long = metrics_long(df)
+    assert len(long) > len(df) and long["resolved"].notna().any()
