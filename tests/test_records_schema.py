@@ -265,3 +265,17 @@ def test_every_committed_record_reads_in_the_current_schema() -> None:
     assert str(df["run_date"].dtype).startswith("datetime64") and df["run_date"].notna().all()
     long = metrics_long(df)
     assert len(long) > len(df) and long["resolved"].notna().any()
+
+
+def test_write_tables_writes_the_long_view_beside_the_table(tmp_path: Path) -> None:
+    from wgfbench.reports.tables import write_tables
+
+    df = read_records([OLD_RECORD.parent.parent])  # the committed OU records of the default suite
+    paths = write_tables(df, tmp_path, title="t")
+    assert [p.name for p in paths] == ["table.md", "table.parquet", "summary.parquet", "metrics.parquet"]
+    long = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert len(long) == len(metrics_long(df)) and str(long["resolved"].dtype) == "boolean"
+    assert len(pd.read_parquet(tmp_path / "table.parquet")) == len(df)
+    # the provenance table prints the run dates as ISO 8601 text, as before they were timestamps
+    first = df["run_date"].min().isoformat(timespec="seconds")
+    assert f"| {first} |" in (tmp_path / "table.md").read_text()
