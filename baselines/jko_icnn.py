@@ -59,7 +59,8 @@ mixture protocol per dimension:
   ``iters_per_step`` = 500 iterations of batch 1024, clamp after each step. The loss is minimised in their
   scaling, h times the JKO objective above (½|T x - x|^2 + h (F-terms)): Adam is invariant to that factor except
   through its epsilon and the weight decay, which are therefore applied as in their code. ``lr_schedule``
-  ((n_steps, lr) pairs, e.g. their mixtures' 20 steps at 5e-3 then 20 at 2e-3) overrides ``lr`` step by step.
+  ((first step, lr) pairs, :mod:`wgfbench.schedules`; their mixtures': ((0, 5e-3), (20, 2e-3)), 5e-3 for steps
+  1-20 and 2e-3 from step 21 on) sets each step's learning rate, ``lr`` where it gives none.
 * Training particles: Mokrov draws a fresh batch of P_k at every iteration (P_0 samples pushed through the frozen
   maps). Here a particle set of ``n_particles`` fresh P_0 samples pushed through T_1..T_k is regenerated at the
   end of every step and the iterations walk through a random permutation of it in disjoint minibatches; with the
@@ -106,6 +107,7 @@ from wgfbench.methods.pushforward import GradientOfPotential, MapChain
 from wgfbench.nets.adam import adam
 from wgfbench.nets.icnn import DenseICNN, pretrain_identity
 from wgfbench.params import Count, NonNegative, NonNegCount, Positive, Range
+from wgfbench.schedules import StepSchedule, normalise, value_at
 from wgfbench.timing import timed
 
 
@@ -122,7 +124,7 @@ class JKOICNNConfig(MethodConfig):
     # exact variant: "analytic" (DenseICNN.grad_and_hessian), "torch_func", or "per_coordinate" (Mokrov's code)
     hessian: Literal["analytic", "torch_func", "per_coordinate"] = "analytic"
     lr: Positive = 5e-3
-    lr_schedule: tuple[tuple[Count, Positive], ...] = ()  # (n_steps, lr) pairs, in order; then ``lr``
+    lr_schedule: StepSchedule = ()  # (first step, lr) pairs from step 0 on (wgfbench.schedules); () : ``lr``
     weight_decay: NonNegative = 1e-9
     batch_size: Count = 1024
     iters_per_step: Count = 500
@@ -144,17 +146,13 @@ class JKOICNNConfig(MethodConfig):
     plateau_z: NonNegative = 1.0  # stop when the slope's t-statistic is at most this in size
     plateau_probe: Count = 2048  # probe minibatch size (particles of P_k; a probe value costs a Hessian each)
 
-    def __post_init__(self) -> None:  # a suite gives lists; keep the frozen config hashable
-        object.__setattr__(self, "lr_schedule", tuple((int(n), float(lr)) for n, lr in self.lr_schedule))
+    def __post_init__(self) -> None:  # a suite gives lists; keep the frozen config hashable (and the order checked)
+        object.__setattr__(self, "lr_schedule", normalise(self.lr_schedule))
 
     def lr_of_step(self, k: int) -> float:
-        """The learning rate of the (k+1)-th JKO step (k = 0, 1, ...): ``lr_schedule`` in order, then ``lr``."""
-        first = 0
-        for n_steps, lr in self.lr_schedule:
-            if k < first + n_steps:
-                return lr
-            first += n_steps
-        return self.lr
+        """The learning rate of JKO step k (from P_k to P_{k+1}, k = 0, 1, ...): ``lr_schedule``'s value at k,
+        ``lr`` before its first step or without one."""
+        return value_at(self.lr_schedule, k, self.lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,8 +190,7 @@ def _mokrov_gmm(width: int, iters: int, pretrain_lr: float = 8e-3) -> dict[str, 
         "batch_size": 512,
         "pretrain_batch": 512,
         "pretrain_lr": pretrain_lr,
-        "lr_schedule": ((20, 5e-3), (20, 2e-3)),
-        "lr": 2e-3,
+        "lr_schedule": ((0, 5e-3), (20, 2e-3)),
     }
 
 

@@ -100,10 +100,10 @@ def test_defaults_are_mokrovs_ou_protocol_and_the_presets_build():
         assert gmm.batch_size == 512 and gmm.lr_of_step(0) == 5e-3 and gmm.lr_of_step(19) == 5e-3
         assert gmm.lr_of_step(20) == 2e-3 and gmm.lr_of_step(39) == 2e-3
     assert MOKROV_GMM_PARAMS[2]["hidden_width"] == 256 and MOKROV_GMM_PARAMS[12]["iters_per_step"] == 1200
-    # a suite gives the schedule as nested lists
-    listed = build_config(JKOICNNConfig, {"lr_schedule": [[2, 1e-2], [3, 1e-3]], "lr": 7e-4})
-    assert listed.lr_schedule == ((2, 1e-2), (3, 1e-3))
-    assert [listed.lr_of_step(k) for k in range(7)] == [1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 7e-4, 7e-4]
+    # a suite gives the schedule as nested lists of (first step, lr); lr holds before the first pair's step
+    listed = build_config(JKOICNNConfig, {"lr_schedule": [[2, 1e-2], [5, 1e-3]], "lr": 7e-4})
+    assert listed.lr_schedule == ((2, 1e-2), (5, 1e-3))
+    assert [listed.lr_of_step(k) for k in range(7)] == [7e-4, 7e-4, 1e-2, 1e-2, 1e-2, 1e-3, 1e-3]
 
 
 def test_pretraining_runs_every_iteration_and_leaves_a_convex_potential():

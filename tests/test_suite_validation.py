@@ -13,12 +13,15 @@ from typing import Any, Literal
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wgfbench_baselines.identity import Identity
 
 from wgfbench import registry
 from wgfbench.cli import main
 from wgfbench.methods.base import MethodConfig
-from wgfbench.suites import SuiteError, load_suite
+from wgfbench.records import run_hash
+from wgfbench.suites import SuiteError, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +137,7 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("eval-too-few-samples", changed(("eval", "n_samples"), 1), "eval.n_samples", "must be >= 2"),
     ("eval-every-zero", changed(("eval", "every"), 0), "eval.every", "must be >= 1"),
     ("unknown-method-entry-key", changed((*METHODS, "exact_jko"), {"param": {}}),
-     "experiments.ou.methods.exact_jko.param", "allowed: ['dims', 'params', 'time_budget_s']"),
+     "experiments.ou.methods.exact_jko.param", "allowed: ['dims', 'params', 'params_by_dim', 'time_budget_s']"),
     ("method-entry-int", changed((*METHODS, "exact_jko"), 3), "experiments.ou.methods.exact_jko", "must be a mapping"),
     ("unknown-experiment-key", changed((*EXP, "step"), 0.1), "experiments.ou.step", "allowed: ['dims', 'methods'"),
     ("missing-methods", changed((*EXP, "methods"), DELETE), "experiments.ou.methods", "allowed: a mapping of method"),
@@ -336,3 +339,188 @@ def test_an_evaluation_a_particle_method_cannot_supply_is_refused(tmp_path: Path
     assert "eval.n_mc asks for 8192 samples of P_k; allowed: eval.n_mc <= 5000, or more particles" in msg
     doc["eval"]["n_mc"] = 4096
     assert load_suite(write(tmp_path, doc)).runs
+
+
+# --- per-dimension parameters and per-step schedules (issue 12 item 2) ------------------------------------------
+ICNN = (*METHODS, "jko_icnn_exact")
+ICNN_TINY = {"hidden_width": 8, "rank": 2, "batch_size": 64, "iters_per_step": 3, "pretrain_iters": 5}
+
+
+def with_icnn(entry: dict) -> dict:
+    """VALID (dims [2, 4]) with a jko_icnn_exact entry beside its methods."""
+    return changed(ICNN, entry)
+
+
+def test_a_parameter_by_dim_reaches_the_runs_of_that_dim_only(tmp_path: Path) -> None:
+    entry = {"params": {**ICNN_TINY, "lr_schedule": [[0, 5.0e-3], [2, 2.0e-3]]},
+             "params_by_dim": {4: {"hidden_width": 16, "iters_per_step": 7}}}  # fmt: skip
+    runs = [r for r in load_suite(write(tmp_path, with_icnn(entry))).runs if r.method == "jko_icnn_exact"]
+    by_dim = {r.dim: r.method_params for r in runs}
+    assert {r.dim for r in runs} == {2, 4} and len(runs) == 4
+    assert by_dim[2] == {**ICNN_TINY, "lr_schedule": [[0, 5.0e-3], [2, 2.0e-3]]}
+    assert by_dim[4] == {**by_dim[2], "hidden_width": 16, "iters_per_step": 7}  # entry 4 over params, the rest kept
+    # the merged parameters are the run's identity: d = 4 with d = 2's parameters is another run
+    d4 = next(r for r in runs if r.dim == 4)
+    assert run_hash(d4) != run_hash(dataclasses.replace(d4, method_params=by_dim[2]))
+    # ... and adding an entry for d = 4 leaves the identity of every d = 2 run as it was
+    plain = [r for r in load_suite(write(tmp_path, with_icnn({"params": entry["params"]}))).runs if r.dim == 2]
+    assert {run_hash(r) for r in plain if r.method == "jko_icnn_exact"} == {run_hash(r) for r in runs if r.dim == 2}
+    # the runs build: the merged parameters are valid parameters of the method
+    from wgfbench.loop import build
+
+    assert build(d4)[1].config.hidden_width == 16 and build(d4)[1].config.lr_of_step(2) == 2.0e-3
+
+
+BY_DIM_CASES: list[tuple[str, dict, str, str]] = [
+    ("dim-not-in-experiment", {"params_by_dim": {8: {"iters_per_step": 2}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.8", "not among the method's dims; allowed: one of [2, 4]"),
+    ("dim-not-of-the-method", {"dims": [2], "params_by_dim": {4: {"iters_per_step": 2}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.4", "allowed: one of [2]"),
+    ("dim-not-an-integer", {"params_by_dim": {"two": {"iters_per_step": 2}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.'two'", "must be a dim (an integer), got 'two'"),
+    ("by-dim-not-a-mapping", {"params_by_dim": [2, 4]},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim", "must be a mapping of dims to parameter mappings"),
+    ("entry-not-a-mapping", {"params_by_dim": {2: 256}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.2", "must be a mapping, got int 256"),
+    ("unknown-param-by-dim", {"params_by_dim": {4: {"width": 16}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.4.width", "unknown parameter; allowed: ['activation'"),
+    ("bad-type-by-dim", {"params_by_dim": {2: {"hidden_width": "wide"}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.2.hidden_width", "must be an integer, got 'wide'"),
+    ("schedule-unsorted", {"params": {"lr_schedule": [[20, 5.0e-3], [0, 2.0e-3]]}},
+     "experiments.ou.methods.jko_icnn_exact.params.lr_schedule", "must be strictly increasing, got 20 then 0"),
+    ("schedule-repeated-step", {"params": {"lr_schedule": [[0, 5.0e-3], [0, 2.0e-3]]}},
+     "experiments.ou.methods.jko_icnn_exact.params.lr_schedule", "each step once"),
+    ("schedule-negative-step", {"params": {"lr_schedule": [[-1, 5.0e-3]]}},
+     "experiments.ou.methods.jko_icnn_exact.params.lr_schedule", "[0] [0] must be >= 0, got -1"),
+    ("schedule-zero-lr", {"params": {"lr_schedule": [[0, 0.0]]}},
+     "experiments.ou.methods.jko_icnn_exact.params.lr_schedule", "[0] [1] must be > 0, got 0.0"),
+    ("schedule-not-pairs", {"params": {"lr_schedule": [5.0e-3, 2.0e-3]}},
+     "experiments.ou.methods.jko_icnn_exact.params.lr_schedule", "[0] must be a list, got 0.005"),
+    ("schedule-unsorted-by-dim", {"params_by_dim": {4: {"lr_schedule": [[3, 1.0e-3], [1, 2.0e-3]]}}},
+     "experiments.ou.methods.jko_icnn_exact.params_by_dim.4.lr_schedule", "strictly increasing, got 3 then 1"),
+    ("variational-schedule-unsorted", {},  # (the variational JKO's two schedules: same rule)
+     "experiments.ou.methods.variational_jko.params.lr_dual_schedule", "strictly increasing, got 5 then 5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("entry", "key", "allowed"), [c[1:] for c in BY_DIM_CASES], ids=[c[0] for c in BY_DIM_CASES])
+def test_per_dim_parameters_and_schedules_one_line_per_mistake(
+    tmp_path: Path, entry: dict, key: str, allowed: str
+) -> None:
+    if "variational_jko" in key:
+        doc = changed((*METHODS, "variational_jko", "params", "lr_dual_schedule"), [[5, 1.0e-3], [5, 2.0e-4]])
+    else:
+        doc = with_icnn(
+            {"params": {**ICNN_TINY, **entry.get("params", {})}, **{k: v for k, v in entry.items() if k != "params"}}
+        )
+    path = write(tmp_path, doc)
+    msg = only_error(path)
+    assert msg.startswith(f"{path}: {key}: "), msg
+    assert allowed in msg, msg
+
+
+def test_a_schedule_is_refused_by_the_python_api_too() -> None:
+    from wgfbench.params import ParamError
+    from wgfbench.registry import make_method, make_problem
+
+    problem = make_problem("ou", 2, 0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        make_method("jko_icnn_exact", problem, 0.05, {**ICNN_TINY, "lr_schedule": [[2, 1e-3], [1, 1e-3]]}, 0)
+    with pytest.raises(ParamError, match="must be >= 0"):
+        make_method("variational_jko", problem, 0.05, {"lr_t_schedule": [[-1, 1e-3]]}, 0)
+
+
+def test_sample_sizes_are_checked_with_each_dims_parameters(tmp_path: Path) -> None:
+    """A particle count given per dim is checked per dim: the one dim that holds too few is named."""
+    doc = changed((*METHODS,), {"em_particles": {"params": {"n_particles": 4096},
+                                                 "params_by_dim": {4: {"n_particles": 1000}}}})  # fmt: skip
+    doc["eval"] = {"n_samples": 100, "n_w2": 100, "n_mc": 2048}
+    msg = only_error(write(tmp_path, doc))
+    assert "experiments.ou.methods.em_particles.params_by_dim: dim [4]: method 'em_particles' holds 1000" in msg, msg
+    assert "eval.n_mc asks for 2048 samples of P_k; allowed: eval.n_mc <= 1000" in msg, msg
+    doc["experiments"]["ou"]["methods"]["em_particles"]["params_by_dim"][4]["n_particles"] = 2048
+    assert load_suite(write(tmp_path, doc)).runs
+
+
+def test_sliced_energy_samples_are_checked_on_a_stationary_target(tmp_path: Path) -> None:
+    """Hertrich & Gruhlke's sliced energy distance draws ``sliced_energy_samples`` fresh samples of P_k on a
+    stationary target: a particle method that holds fewer is refused there (and only there)."""
+    gmm = {"problem": "gmm", "dims": [2], "seeds": 1, "step_size": 0.1, "n_steps": 2,
+           "methods": {"em_particles": {"params": {"n_particles": 1000}}}}  # fmt: skip
+    doc = {"name": "se", "eval": {"n_samples": 100, "n_w2": 100, "n_mc": 64, "sliced_energy_samples": 5000},
+           "experiments": {"gmm": gmm}}  # fmt: skip
+    msg = only_error(write(tmp_path, doc))
+    assert "experiments.gmm.methods.em_particles.params: method 'em_particles' holds 1000 particles but " in msg
+    assert "eval.sliced_energy_samples asks for 5000 samples of P_k" in msg, msg
+    doc["experiments"]["gmm"]["problem"] = "ou"  # OU is transient: the sliced energy distance is not computed
+    assert load_suite(write(tmp_path, doc)).runs
+
+
+def test_the_paper_suite_refuses_an_em_evaluation_it_cannot_supply(tmp_path: Path) -> None:
+    """suites/paper.yaml with Mokrov's EM column given fewer particles than its Monte-Carlo evaluation points
+    (n_mc = 8192): refused before any job, in one line naming both numbers."""
+    doc = yaml.safe_load((ROOT / "suites" / "paper.yaml").read_text())
+    doc["experiments"]["ou_mokrov"]["methods"]["em_particles"]["params"]["n_particles"] = 5000
+    msg = only_error(write(tmp_path, doc))
+    assert "experiments.ou_mokrov.methods.em_particles.params: method 'em_particles' holds 5000 particles" in msg
+    assert "eval.n_mc asks for 8192 samples of P_k; allowed: eval.n_mc <= 5000, or more particles" in msg
+
+
+def test_the_old_paper_mismatch_now_evaluates_on_all_the_particles(tmp_path: Path) -> None:
+    """The old suites/paper.yaml asked for 100,000 evaluation samples of an EM run that holds 50,000, and sample()
+    raised. eval.n_samples no longer asks a particle method for anything: its moment fit uses every particle it
+    holds (issue 12 item 1), so that configuration validates and runs (here scaled down 50 times)."""
+    from wgfbench.records import read_record
+    from wgfbench.runner import run
+    from wgfbench.suites import suite_from_args
+
+    small = {"n_samples": 2000, "n_w2": 100, "n_mc": 64, "sample_metrics": ["sw2"]}
+    spec = suite_from_args("ou", "em_particles", 2, n_steps=1, method_params={"n_particles": 1000}, eval_params=small)
+    out = tmp_path / "rec.parquet"
+    run(spec, out)
+    rec = read_record(out)
+    assert set(rec["status"]) == {"ok"} and set(rec["n_moment"]) == {1000.0}
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.integers(-2, 9) | st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_PLANTED = [
+    (*ICNN, "params_by_dim"),
+    (*ICNN, "params_by_dim", 2),
+    (*ICNN, "params_by_dim", 4, "lr_schedule"),
+    (*ICNN, "params", "lr_schedule"),
+    (*METHODS, "variational_jko", "params", "lr_t_schedule"),
+    (*METHODS, "variational_jko", "params_by_dim"),
+]
+
+
+@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(_PLANTED), value=_values)
+def test_random_per_dim_parameters_and_schedules_are_refused_in_one_line_or_accepted(path, value) -> None:
+    """Validation stays total with the new keys (as tests/test_adversarial.py checks for the others): any value
+    there gives one-line messages, or a suite whose runs carry valid parameters of their method."""
+    doc = with_icnn({"params": dict(ICNN_TINY), "params_by_dim": {2: {}, 4: {}}})
+    node = doc
+    for k in path[:-1]:
+        node = node.setdefault(k, {})
+    node[path[-1]] = value
+    try:
+        suite = parse_suite(doc, "<random>")
+    except SuiteError as e:
+        assert e.errors and all("\n" not in m and len(m) < 2000 for m in e.errors), e.errors
+        return
+    for r in suite.runs:
+        cls = registry.method_class(r.method)
+        cls.Config(**r.method_params)  # accepted parameters build

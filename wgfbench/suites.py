@@ -20,6 +20,19 @@ Format (``suites/default.yaml`` is the worked example)::
           variational_jko: {params: {iters_per_step: 100}, time_budget_s: 120}
           exact_jko: {}            # or null: paper defaults
           some_method: {dims: [2, 4]}   # optional restriction to a subset of the dims
+          jko_icnn_exact:
+            params: {batch_size: 512, lr_schedule: [[0, 5.0e-3], [20, 2.0e-3]]}
+            params_by_dim:         # optional: merged over params in the runs of that dim only
+              2: {hidden_width: 256, iters_per_step: 500}
+              8: {hidden_width: 512, iters_per_step: 1000}
+
+``params_by_dim`` maps dims to parameter mappings; the run of dim d gets ``params`` updated by entry d (a key
+given in both takes entry d's value), so each run's ``method_params``, and hence its run hash
+(:func:`wgfbench.records.run_hash`), is its own dim's. Every key must be one of the method's dims (its ``dims``,
+else the experiment's), and each entry's parameters are validated like ``params``. A parameter annotated
+:data:`wgfbench.schedules.StepSchedule` (e.g. ``lr_schedule``) is a per-step schedule, a list of
+``[first_step, value]`` pairs with first steps >= 0 strictly increasing (JKO steps counted from 0): from its
+first step on a pair's value holds until the next pair's (:mod:`wgfbench.schedules`).
 
 Every mistake found is reported, each in one line naming the file, the key path and what is allowed;
 :class:`SuiteError` carries them all. What is checked:
@@ -34,9 +47,11 @@ Every mistake found is reported, each in one line naming the file, the key path 
   year, at most :data:`MAX_RUNS` runs per suite);
 * problem and method names against the registry; problem, method and evaluation parameters by name, type and
   bounds from their annotations (:mod:`wgfbench.params`: the one validation path the command line and the Python
-  API use too), and the problem built in every dimension;
-* pairings: dimensions and problems a method cannot run (its ``check_supports``), evaluation sample sizes a
-  method cannot supply (its ``sample_limit``), report_t within the flow.
+  API use too), schedules in order (:func:`wgfbench.schedules.order_errors`), per-dimension parameters (their
+  dims among the method's, their parameters as ``params``'s), and the problem built in every dimension;
+* pairings, per dimension with that dimension's parameters: dimensions and problems a method cannot run (its
+  ``check_supports``), evaluation sample sizes a method cannot supply (its ``sample_limit``: ``n_w2``, ``n_mc``,
+  and on a stationary target ``sliced_energy_samples``), report_t within the flow.
 """
 
 from __future__ import annotations
@@ -52,6 +67,8 @@ import yaml
 from wgfbench import registry
 from wgfbench.evaluate import EvalSpec
 from wgfbench.params import check_params, short
+from wgfbench.problems.base import StationaryProblem
+from wgfbench.schedules import order_errors
 
 # a safe path component: starts with a letter, digit or '_', then letters, digits, '_', '.', '-'; <= 64 characters
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -76,7 +93,7 @@ EXPERIMENT_KEYS = {
     "report_t",
     "time_budget_s",
 }
-METHOD_KEYS = {"params", "time_budget_s", "dims"}
+METHOD_KEYS = {"params", "params_by_dim", "time_budget_s", "dims"}
 DEFAULT_KEYS = {"time_budget_s"}
 # what a missing required key must hold (the message of a missing key says it)
 REQUIRED = {
@@ -87,7 +104,7 @@ REQUIRED = {
     "seeds": "a non-empty list of integers >= 0, or a seed count n >= 1",
     "step_size": "a number > 0 (the JKO step size h)",
     "n_steps": "an integer >= 1 (the number of JKO steps K)",
-    "methods": "a mapping of method names to {{params, time_budget_s, dims}}, one of {methods}",
+    "methods": "a mapping of method names to {{params, params_by_dim, time_budget_s, dims}}, one of {methods}",
 }
 TOP = "(document)"  # the key named by a mistake in the document as a whole
 
@@ -203,9 +220,14 @@ class _Checker:
             return None
         return value
 
-    def params(self, key: str, target, params: dict) -> None:
-        for pname, msg in check_params(target, params):
+    def params(self, key: str, target, params: dict) -> bool:
+        """Report every parameter that does not fit ``target`` (names, types, bounds, schedule order); True if none."""
+        errors = check_params(target, params)
+        wrong = {name for name, _ in errors}
+        errors += order_errors(target, {k: v for k, v in params.items() if k not in wrong})
+        for pname, msg in errors:
             self.err(f"{key}.{pname}", msg)
+        return not errors
 
 
 def _int_list(chk: _Checker, value: Any, key: str, minimum: int, maximum: int) -> list[int]:
@@ -297,23 +319,34 @@ def _check_experiment(
         cls = registry.method_class(mname)
         entry = chk.mapping(entry, mkey, METHOD_KEYS)
         mparams = chk.mapping(entry.get("params"), f"{mkey}.params")
-        n_param_err = len(chk.errors)
-        chk.params(f"{mkey}.params", cls.Config, mparams)
-        config = cls.Config(**mparams) if len(chk.errors) == n_param_err else None
+        params_ok = chk.params(f"{mkey}.params", cls.Config, mparams)
         budget = entry.get("time_budget_s", exp_budget)
         if "time_budget_s" in entry:
             budget = _budget(chk, entry["time_budget_s"], f"{mkey}.time_budget_s")
         mdims = dims
+        n_before_mdims = len(chk.errors)
         if "dims" in entry:
             mdims = _int_list(chk, entry["dims"], f"{mkey}.dims", 1, MAX_DIM)
             for d in mdims:
                 if dims_ok and d not in dims:
                     chk.err(f"{mkey}.dims", f"dim {d} is not among the experiment's dims; allowed: a subset of {dims}")
+        mdims_ok = dims_ok and len(chk.errors) == n_before_mdims
+        by_dim, by_dim_ok = _params_by_dim(
+            chk, f"{mkey}.params_by_dim", entry.get("params_by_dim"), cls, mdims, mdims_ok
+        )
+        # each dim's parameters: params updated by its params_by_dim entry; its Config where both are valid
+        dim_params = {d: {**mparams, **by_dim.get(d, {})} for d in mdims}
+        configs = {}
+        for d in mdims:
+            if params_ok and by_dim_ok.get(d, True):
+                configs[d] = _config(
+                    chk, f"{mkey}.params_by_dim.{d}" if d in by_dim else f"{mkey}.params", cls, dim_params[d]
+                )
         unsupported: dict[str, list[int]] = {}
         for d in mdims:
             if d in problems:
                 try:
-                    cls.check_supports(problems[d], config)
+                    cls.check_supports(problems[d], configs.get(d))
                 except Exception as e:  # UnsupportedProblem, or anything else a method's check raises
                     unsupported.setdefault(str(e), []).append(d)
         for msg, ds in unsupported.items():
@@ -323,8 +356,16 @@ def _check_experiment(
                 f"cannot run dim{'s' if len(ds) > 1 else ''} {ds}: {msg}; "
                 + (f"allowed: restrict it with dims: {ok_dims}" if ok_dims else "allowed: another method or problem"),
             )
-        if config is not None and ev is not None:
-            _check_sample_sizes(chk, mkey, cls, config, ev)
+        if ev is not None:
+            short_of: dict[str, list[int]] = {}
+            for d, config in configs.items():
+                for msg in _sample_size_errors(cls, config, ev, problems.get(d)):
+                    short_of.setdefault(msg, []).append(d)
+            for msg, ds in short_of.items():
+                if len(ds) == len(mdims):
+                    chk.err(f"{mkey}.params", msg)
+                else:
+                    chk.err(f"{mkey}.params_by_dim", f"dim{'s' if len(ds) > 1 else ''} {ds}: {msg}")
         if h is None or n_steps is None or ev is None:
             continue
         for d in mdims:
@@ -336,7 +377,7 @@ def _check_experiment(
                         problem,
                         dict(pparams),
                         mname,
-                        dict(mparams),
+                        dict(dim_params[d]),
                         d,
                         s,
                         float(h),
@@ -349,20 +390,60 @@ def _check_experiment(
     return runs
 
 
-def _check_sample_sizes(chk: _Checker, mkey: str, cls, config, ev: EvalSpec) -> None:
-    """Evaluation draws ``n_w2`` and ``n_mc`` samples of P_k from a method (its moment fits use the particles it
-    holds): a method that holds fewer cannot give them."""
+def _params_by_dim(
+    chk: _Checker, key: str, value: Any, cls, mdims: list[int], mdims_ok: bool
+) -> tuple[dict[int, dict], dict[int, bool]]:
+    """A method entry's ``params_by_dim``: ({dim: parameters}, {dim: whether they are valid}), each mistake
+    reported once (a key that is no dim of the method, an entry that is no mapping, a parameter as ``params``)."""
+    if value is None:
+        return {}, {}
+    if not isinstance(value, dict):
+        chk.err(key, f"must be a mapping of dims to parameter mappings, got {short(value)}")
+        return {}, {}
+    by_dim: dict[int, dict] = {}
+    ok: dict[int, bool] = {}
+    for d, params in value.items():
+        dkey = f"{key}.{short(d)}"
+        if isinstance(d, bool) or not isinstance(d, int):
+            chk.err(dkey, f"must be a dim (an integer), got {short(d)}; allowed: one of the method's dims {mdims}")
+            continue
+        if mdims_ok and d not in mdims:
+            chk.err(dkey, f"dim {d} is not among the method's dims; allowed: one of {mdims}")
+            continue
+        n_err = len(chk.errors)
+        params = chk.mapping(params, dkey)
+        ok[d] = chk.params(dkey, cls.Config, params) and len(chk.errors) == n_err
+        by_dim[d] = params
+    return by_dim, ok
+
+
+def _config(chk: _Checker, key: str, cls, params: dict):
+    """``cls.Config(**params)`` (parameters already validated), or None with the reason reported where the Config
+    refuses them (a check of its own, e.g. a cross-field one)."""
+    try:
+        return cls.Config(**params)
+    except Exception as e:  # whatever a Config's __post_init__ raises is a mistake of the suite, reported
+        chk.err(key, f"refused by {cls.name!r}: {short(str(e) or type(e).__name__)}")
+        return None
+
+
+def _sample_size_errors(cls, config, ev: EvalSpec, problem) -> list[str]:
+    """What evaluation would ask of a method that holds fewer samples of P_k than it draws: ``n_w2`` and ``n_mc``
+    samples (its moment fits use the particles it holds, so ``n_samples`` asks nothing of it), and, on a stationary
+    target, ``sliced_energy_samples`` fresh samples."""
     limit = cls.sample_limit(config)
     if limit is None:
-        return
-    for field in ("n_w2", "n_mc"):
-        asked = getattr(ev, field)
-        if asked > limit:
-            chk.err(
-                f"{mkey}.params",
-                f"method {cls.name!r} holds {limit} particles but eval.{field} asks for {asked} samples of P_k; "
-                f"allowed: eval.{field} <= {limit}, or more particles",
-            )
+        return []
+    fields = ["n_w2", "n_mc"]
+    stationary = problem is not None and not problem.transient and isinstance(problem, StationaryProblem)
+    if stationary and ev.sliced_energy_samples:
+        fields.append("sliced_energy_samples")
+    return [
+        f"method {cls.name!r} holds {limit} particles but eval.{field} asks for {getattr(ev, field)} samples of P_k; "
+        f"allowed: eval.{field} <= {limit}, or more particles"
+        for field in fields
+        if getattr(ev, field) > limit
+    ]
 
 
 def parse_suite(data: Any, path: str = "<suite>") -> Suite:

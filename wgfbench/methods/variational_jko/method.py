@@ -49,6 +49,11 @@ step, O(K) per run, the same particles all along (training minibatches are then 
 P_0 carried forward; the evaluation samples stay fresh P_0 draws through the chain). A restore pushes the run's
 initial P_0 draw through the saved maps in the same chunks, which gives the carried set bit for bit.
 
+**Learning rates** (``lr_t``, ``lr_dual``; per step with ``lr_t_schedule``, ``lr_dual_schedule``: (first step,
+lr) pairs, :mod:`wgfbench.schedules`). Fan et al.'s mixture runs multiply both by 0.4 after 20 steps (a StepLR in
+their code): ``[[0, 1.0e-3], [20, 4.0e-4]]`` for each. The two Adams persist across steps; a schedule sets their
+learning rate at the start of each step and leaves their moment estimates as they are.
+
 **Compiled losses** (``compile``): the networks are small (width 64), so on a GPU the inner loop is bound by
 kernel launches, not arithmetic. ``compile="default"`` passes the two losses (the dual's loss and the T-loss with
 T's forward) through ``torch.compile`` (forward and backward graphs fused by inductor); ``"reduce-overhead"``
@@ -76,6 +81,7 @@ from wgfbench.methods.variational_jko.duals import DUALS, EntropyDual
 from wgfbench.nets.adam import adam
 from wgfbench.nets.mlp import ResidualMLP
 from wgfbench.params import Count, Fraction, NonNegative, NonNegCount, Positive, Range
+from wgfbench.schedules import StepSchedule, normalise, value_at
 from wgfbench.timing import timed
 
 CompileMode = Literal["off", "default", "reduce-overhead"]
@@ -112,6 +118,9 @@ class VariationalJKOConfig(MethodConfig):
     t_steps: Count = 1
     lr_t: Positive = 5e-3
     lr_dual: Positive = 5e-3
+    # per-step learning rates, (first step, lr) pairs from step 0 on (wgfbench.schedules); (): lr_t, lr_dual throughout
+    lr_t_schedule: StepSchedule = ()
+    lr_dual_schedule: StepSchedule = ()
     weight_decay: NonNegative = 0.0
     map: Literal["mlp", "icnn"] = "mlp"  # "mlp" (residual MLP) or "icnn" (gradient of a DenseICNN)
     t_width: Count = 64
@@ -147,6 +156,15 @@ class VariationalJKOConfig(MethodConfig):
     plateau_probe: Count = 4096  # probe minibatch size (particles and reference samples)
     # torch.compile mode of the two losses: "off" (eager), "default", or "reduce-overhead" (CUDA graphs on a GPU)
     compile: CompileMode = "off"
+
+    def __post_init__(self) -> None:  # a suite gives lists; keep the frozen config hashable (and the order checked)
+        object.__setattr__(self, "lr_t_schedule", normalise(self.lr_t_schedule))
+        object.__setattr__(self, "lr_dual_schedule", normalise(self.lr_dual_schedule))
+
+    def learning_rates(self, k: int) -> tuple[float, float]:
+        """(lr of T, lr of the dual) at JKO step k (from P_k to P_{k+1}, k = 0, 1, ...): each schedule's value at
+        k, the constant lr_t / lr_dual before its first step or without one."""
+        return value_at(self.lr_t_schedule, k, self.lr_t), value_at(self.lr_dual_schedule, k, self.lr_dual)
 
 
 def build_map(dim: int, config: VariationalJKOConfig) -> nn.Module:
@@ -339,9 +357,17 @@ class VariationalJKO(JKOMethod):
             return self.chain.push_last(self.particles)
         return self.chain.draw_particles(self.config.n_particles, self.generator)
 
+    def _set_learning_rates(self) -> None:
+        """This step's learning rates (``lr_t_schedule``, ``lr_dual_schedule``) in the two persistent Adams (their
+        moment estimates carry over, as in Fan et al.'s code, where a StepLR scheduler changes them)."""
+        for opt, lr in zip((self.opt_t, self.opt_dual), self.config.learning_rates(self.k), strict=True):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
     def _advance(self) -> StepStats:
         if self.problem.time_dependent:  # the potential frozen at the step's end (the exact JKO iterates' choice)
             self.dual.set_problem(self.problem.at_time(self.problem.time_of_step(self.k + 1, self.step_size)))
+        self._set_learning_rates()
         with timed(self.device) as train:
             loss = self.finite_loss(self._train_step())
         with timed(self.device) as regen:
