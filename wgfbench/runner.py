@@ -38,18 +38,31 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from wgfbench.evaluate import Evaluator
 from wgfbench.loop import Budget, BudgetExceeded, advance, build
 from wgfbench.methods.base import Diverged, StepStats
-from wgfbench.records import atomic_write_bytes, run_columns, run_hash, spec_hash, write_parquet_atomic
+from wgfbench.progress import Progress
+from wgfbench.records import (
+    RecordError,
+    atomic_write_bytes,
+    read_table,
+    record_table,
+    run_columns,
+    run_hash,
+    spec_hash,
+    to_frame,
+    write_record_atomic,
+)
 from wgfbench.suites import RunSpec
 from wgfbench.timing import provenance
+
+if TYPE_CHECKING:  # pandas and pyarrow load when the record is made, after the run's steps, not at start-up
+    import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger("wgfbench.runner")
 # errors of the machine, not of the method: reported and retried, never recorded as a run's failure
@@ -176,11 +189,25 @@ def run(
     spec: RunSpec,
     out: str | Path | None = None,
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     floor_cache: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Execute ``spec``; return the record (and write it atomically to ``out`` when given). ``floor_cache``: a
-    folder of simulated noise floors shared by the runs of a suite (:mod:`wgfbench.metrics.floors`)."""
+    """Execute ``spec``; return the record as a DataFrame (and write it atomically to ``out`` when given): see
+    :func:`run_record`."""
+    return to_frame(run_record(spec, out, checkpoint, progress, floor_cache))
+
+
+def run_record(
+    spec: RunSpec,
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool | str = True,
+    floor_cache: str | Path | None = None,
+) -> pa.Table:
+    """Execute ``spec``; return the record (an Arrow table in the schema of :mod:`wgfbench.records`) and write it
+    atomically to ``out`` when given. ``floor_cache``: a folder of simulated noise floors shared by the runs of a
+    suite (:mod:`wgfbench.metrics.floors`). ``progress``: True for a bar on a terminal and one line per step
+    elsewhere, False for nothing, "bar" or "lines" to choose (:mod:`wgfbench.progress`)."""
     rows: list[dict[str, Any]] = []
     status, message, last_good = "ok", "", 0
     problem = method = None
@@ -188,16 +215,16 @@ def run(
     ckpt = Path(checkpoint) if checkpoint else None
     _remove_stale_temporaries(Path(out) if out is not None else None, ckpt)
     if ckpt is not None and out is not None and done_path(ckpt).exists():
-        done = pd.read_parquet(done_path(ckpt))
-        if "run_hash" in done and done["run_hash"].iloc[0] == run_hash(spec):
+        done = _finished_copy(done_path(ckpt), spec)
+        if done is not None:
             log.info(
                 "%s finished before: its record is taken from %s, not computed again", spec.job_id, done_path(ckpt)
             )
-            write_parquet_atomic(done, out)
+            write_record_atomic(done, out)
             done_path(ckpt).unlink(missing_ok=True)
             return done
     budget = Budget(spec.time_budget_s)
-    bar = None
+    report = None
     try:
         # set-up (a method may pre-train in its constructor) and the evaluation of P_0 count too
         with budget.enforced():
@@ -212,7 +239,7 @@ def run(
                 log.info("resumed %s from checkpoint at step %d", spec.job_id, method.k)
             if not rows:
                 rows.append({"k": 0, "t": 0.0, **evaluate(method, 0, spec.step_size)})
-        bar = tqdm(desc=spec.job_id, unit="step", disable=not progress, initial=method.k, total=spec.n_steps)
+        report = Progress(spec.job_id, spec.n_steps, initial=method.k, progress=progress)
 
         def on_step(k: int, stats: StepStats) -> None:
             nonlocal last_good
@@ -226,8 +253,7 @@ def run(
                 row["time_eval_s"] = time.perf_counter() - t0
             rows.append(row)
             last_good = k
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3g}")
+            report.step(k, row["t"], stats.train_s, stats.regen_s, row.get("time_eval_s"), row["loss"])
             if ckpt is not None and k < spec.n_steps:
                 state = {"spec_hash": spec_hash(spec), "method": method.state_dict(), "rows": rows}
                 _save_checkpoint(ckpt, {**state, "last_good": last_good, "elapsed": budget.elapsed()})
@@ -252,27 +278,36 @@ def run(
             status, message = "failed", f"{type(e).__name__}: {e}"
             log.error("run %s failed:\n%s", spec.job_id, traceback.format_exc())
     finally:
-        if bar is not None:
-            bar.close()
+        if report is not None:
+            report.close()  # the bar; an interruption propagates from here without a status line
     if status != "ok":
         log.warning("run %s ended with status %s: %s", spec.job_id, status, message)
     base = run_columns(spec, problem, prov)
-    if not rows:
-        rows = [{"k": 0, "t": 0.0}]
-    df = pd.DataFrame([{**base, **r} for r in rows])
-    df["status"] = status
-    df["message"] = message
-    df["last_good_step"] = last_good
-    df["wall_s"] = budget.elapsed()
+    end = {"status": status, "message": message, "last_good_step": last_good, "wall_s": budget.elapsed()}
+    if report is not None:
+        report.close(status, last_good, end["wall_s"], message)
+    table = record_table(base, rows or [{"k": 0, "t": 0.0}], end)
     if out is not None:
         try:
             if ckpt is not None:  # first the copy beside the checkpoint, then the record, then the checkpoint goes
-                write_parquet_atomic(df, done_path(ckpt))
-            write_parquet_atomic(df, out)
+                write_record_atomic(table, done_path(ckpt))
+            write_record_atomic(table, out)
         except OSError as e:
             if _is_infrastructure(e):
                 raise InfrastructureError(f"cannot write the record {out}: {e.strerror}") from e
             raise
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
-    return df
+    return table
+
+
+def _finished_copy(path: Path, spec: RunSpec) -> pa.Table | None:
+    """The record kept beside the checkpoint, if it is a readable record of this run (same run hash)."""
+    try:
+        done = read_table(path)
+    except RecordError as e:
+        log.warning("ignoring %s: %s", path, e)
+        return None
+    if "run_hash" in done.column_names and len(done) and done["run_hash"][0].as_py() == run_hash(spec):
+        return done
+    return None

@@ -25,12 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from wgfbench.metrics import catalogue
-from wgfbench.records import RUN_KEYS
+from wgfbench.records import RUN_KEYS, metrics_long, write_parquet_atomic, write_text_atomic
 from wgfbench.reports import stats
 
 CONFIG_COLUMNS = ("problem", "problem_params", "method_params", "h", "n_steps", "eval_params")
@@ -407,6 +408,13 @@ def _status_lines(df: pd.DataFrame, statuses: pd.DataFrame, exp: str) -> list[st
 PROVENANCE_KEYS = ("git_commit", "device_name", "torch_version", "pot_version")
 
 
+def _date(when) -> str:
+    """A run date as ISO 8601 text to the second (records of schema 2 hold timestamps; NaT: empty)."""
+    if pd.isna(when):
+        return ""
+    return pd.Timestamp(when).isoformat(timespec="seconds") if not isinstance(when, str) else when
+
+
 def provenance_markdown(df: pd.DataFrame) -> str:
     """Where the records were computed: one row per (commit, device, library versions), with its number of runs
     and the first and last run dates (a suite's runs usually share one row)."""
@@ -421,6 +429,20 @@ def provenance_markdown(df: pd.DataFrame) -> str:
     lines += ["|" + "---|" * len(keys) + "---:|" + ("---|---|" if dated else "")]
     for values, group in groups:
         values = values if isinstance(values, tuple) else (values,)
-        dates = [str(group.run_date.min()), str(group.run_date.max())] if dated else []
+        dates = [_date(group.run_date.min()), _date(group.run_date.max())] if dated else []
         lines.append("| " + " | ".join([*(str(v) for v in values), str(len(group)), *dates]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_tables(df: pd.DataFrame, out: str | Path, title: str | None = None, spread: dict | None = None) -> list[Path]:
+    """Write a suite's tables into folder ``out``: ``table.md`` (:func:`markdown` and :func:`provenance_markdown`),
+    ``table.parquet`` (the records ``df``, one row per run and step), ``summary.parquet`` (:func:`summary`) and
+    ``metrics.parquet`` (the long view, one row per run, step and metric: :func:`wgfbench.records.metrics_long`),
+    each atomically. Returns the paths written."""
+    out = Path(out)
+    paths = [out / name for name in ("table.md", "table.parquet", "summary.parquet", "metrics.parquet")]
+    write_parquet_atomic(df, paths[1])
+    write_parquet_atomic(summary(df), paths[2])
+    write_parquet_atomic(metrics_long(df), paths[3])
+    write_text_atomic(markdown(df, title=title, spread=spread) + "\n" + provenance_markdown(df), paths[0])
+    return paths
