@@ -186,19 +186,16 @@ def read_sources(paths: list[str]):
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from wgfbench.records import write_parquet_atomic, write_text_atomic
+    from wgfbench.records import write_text_atomic
     from wgfbench.reports.html import markdown_to_html
-    from wgfbench.reports.tables import markdown, provenance_markdown, summary
+    from wgfbench.reports.tables import write_tables
 
     df = read_sources(args.records)
     out = Path(args.out)
     spread = json.loads(Path(args.spread).read_text()) if args.spread else None
-    write_parquet_atomic(df, out / "table.parquet")
-    write_parquet_atomic(summary(df), out / "summary.parquet")
-    text = markdown(df, title=args.title, spread=spread) + "\n" + provenance_markdown(df)
-    write_text_atomic(text, out / "table.md")
-    write_text_atomic(markdown_to_html(text, title=args.title or "wgfbench tables"), out / "table.html")
-    written = f"{out / 'table.md'} (and .html), {out / 'table.parquet'} and {out / 'summary.parquet'}"
+    md, *parquets = write_tables(df, out, title=args.title, spread=spread)
+    write_text_atomic(markdown_to_html(md.read_text(), title=args.title or "wgfbench tables"), out / "table.html")
+    written = f"{md} (and .html), " + ", ".join(str(p) for p in parquets)
     print(f"wrote {written} ({len(df)} rows)")
     return 0
 

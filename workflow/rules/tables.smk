@@ -1,5 +1,5 @@
 # The suite's tables from all its records: table.md (and its HTML rendering for the report), table.parquet,
-# summary.parquet.
+# summary.parquet and metrics.parquet (the long view: one row per run, step and metric).
 
 rule table:
     message:
@@ -16,6 +16,7 @@ rule table:
         ),
         parquet=f"{OUT}/table.parquet",
         summary=f"{OUT}/summary.parquet",
+        metrics=f"{OUT}/metrics.parquet",
     log:
         f"{OUT}/logs/table.log",
     params:
