@@ -101,15 +101,22 @@ def _draw_cells(ax: plt.Axes, cells: pd.DataFrame, by: str, methods: list[str], 
             ax.plot([r[by]] * len(r["runs"]), r["runs"], ls="", marker=".", ms=4, color=color, alpha=0.6)
 
 
+def _mean_on_scale(values: pd.Series, log10: bool) -> float:
+    """Mean of the values on the cell's scale (log10 per run or linear), NaN ignored; NaN when none is left."""
+    x = np.asarray(stats.to_scale(values, log10), dtype=float)
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
 def _floor_band(ax: plt.Axes, data: pd.DataFrame, by: str, col: str, log10: bool = True) -> bool:
     """The metric's noise floor as a band, from the floor's mean to its 95% quantile (mean over runs, cell scale)."""
     q95 = f"{col}_floor_q95"
     if q95 not in data or not data[q95].notna().any():
         return False
     rows = data[data[q95].notna()]
-    hi = rows.groupby(by)[q95].apply(lambda v: np.nanmean(stats.to_scale(v, log10)))
+    hi = rows.groupby(by)[q95].apply(lambda v: _mean_on_scale(v, log10))
     mean_col = f"{col}_floor"
-    lo = rows.groupby(by)[mean_col].apply(lambda v: np.nanmean(stats.to_scale(v, log10))) if mean_col in rows else hi
+    lo = rows.groupby(by)[mean_col].apply(lambda v: _mean_on_scale(v, log10)) if mean_col in rows else hi
     lo = lo.reindex(hi.index).fillna(hi - 0.3 if log10 else 0.0)
     label = "noise floor (mean to q95)"
     if len(hi) == 1:  # one reported step: a bar rather than a band
