@@ -308,6 +308,7 @@ def figure(df: pd.DataFrame, summ: pd.DataFrame, out: Path, prov: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     dims = sorted(df.dim.unique())
     fig, axes = plt.subplots(2, len(dims), figsize=(4.2 * len(dims), 7.2), squeeze=False)
@@ -323,11 +324,15 @@ def figure(df: pd.DataFrame, summ: pd.DataFrame, out: Path, prov: dict) -> None:
             .agg(cpu=("cum_cpu_s", "median"), err=("symkl_jko", "median"))
         )
         for _, g in ladder.groupby("method"):
-            ax.plot(g.cpu, g.err, "-", color="0.6", lw=1, zorder=0)
+            ax.plot(g.cpu, g.err, "-", color="0.6", lw=1, zorder=0, label="fixed ladder (median over seeds)")
         s = summ[summ.dim == dim]
         ax.axhline(float(s.target_error.iloc[0]), color="k", ls="--", lw=1, label="target (disc. / 10)")
         ax.axhline(float(s.floor_q95.iloc[0]), color="r", ls=":", lw=1, label="noise floor q95")
         ax.set_xscale("log")
+        # plain-number ticks: matplotlib's default minor labels (3x10^1, 4x10^1) run into each other
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.set_yscale("log")
         ax.set_xlabel("CPU seconds of the run")
         ax.set_ylabel(f"SymKL to the exact JKO iterate at k = {int(df.k.max())}")
@@ -377,7 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fraction", type=float, default=0.1)
     ap.add_argument("--protocol-iters", type=int, default=500, help="the fixed protocol the adaptive mode is held to")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "timing" / "accuracy")
+    ap.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw error_vs_seconds.png/.pdf from OUT/runs.parquet and OUT/summary.parquet (no measurement)",
+    )
     args = ap.parse_args(argv)
+    if args.replot:
+        df = pd.read_parquet(args.out / "runs.parquet")
+        figure(df, pd.read_parquet(args.out / "summary.parquet"), args.out, df.iloc[0].to_dict())
+        print(f"redrew {args.out / 'error_vs_seconds.png'} (and .pdf) from {args.out}/runs.parquet, summary.parquet")
+        return 0
     for spec in args.modes:
         parse_mode(spec)
 

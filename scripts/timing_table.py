@@ -493,7 +493,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the regeneration-vs-k section: writes regen_vs_k.parquet and regen_vs_k.md, leaves table.md",
     )
+    ap.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw seconds_per_step.png/.pdf from OUT/table.parquet (no measurement)",
+    )
     args = ap.parse_args(argv)
+    if args.replot:
+        df = pd.read_parquet(args.out / "table.parquet")
+        figure(df, df.iloc[0].to_dict(), args.out)  # the provenance columns are the same on every row
+        print(f"redrew {args.out / 'seconds_per_step.png'} (and .pdf) from {args.out / 'table.parquet'}")
+        return 0
     args.methods = args.methods or default_methods(args.device)
 
     torch.set_num_threads(1)
