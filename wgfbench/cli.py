@@ -311,7 +311,7 @@ def cmd_plot_profiles(args: argparse.Namespace) -> int:
             f"mean {np.mean(cpu_s):.3f}, first {cpu_s[0]:.3f}, last {cpu_s[-1]:.3f}",
             file=sys.stderr,
         )
-        title = f"n = {spec.dim}, m = {problem.m:g}: {spec.method} (seed {spec.seed})"
+        title = f"{spec.experiment}: n = {spec.dim}, m = {problem.m:g}, {spec.method} (seed {spec.seed})"
         panels.append((problem, radii, spec.step_size, title))
     for path in radial_profile_figure(panels, args.out):
         print(path)

@@ -79,7 +79,7 @@ def radial_profile_figure(
 ) -> list[Path]:
     """One panel per (problem, {k: radii}, h, title): model histograms (steps) and exact curves (lines)."""
     sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, (problem, radii, h, title) in zip(axes[0], panels, strict=True):
         colors = sns.color_palette("viridis", len(radii))
         r_max = 1.05 * max(problem.radius(k * h) for k in radii)
@@ -95,5 +95,4 @@ def radial_profile_figure(
         ax.set_ylabel("density of |x|")
         ax.set_xlim(0, r_max)
         ax.legend(fontsize=7, title="model (steps) vs exact (dashed)", title_fontsize=7)
-    fig.tight_layout()
     return save(fig, out)
