@@ -47,6 +47,19 @@ def test_the_resolution_rule_marks_cells_below_their_floor() -> None:
     assert "Resolution (log10 SymKL (moment fit) to the PDE solution): the smallest value every cell" in text
 
 
+def test_every_table_states_its_reproducibility_tolerance_or_that_it_was_not_measured() -> None:
+    """A table with a measured fp spread states it; one without says it was not measured (issue 11 item 6)."""
+    df = records({"variational_jko": [1e-2, 2e-2, 3e-2], "exact_jko": [5e-4, 4e-4, 6e-4]})
+    assert tables.NO_SPREAD_LINE in tables.markdown(df)
+    spread = {
+        "method": "variational_jko", "experiment": "e", "metric": "symkl_moment",
+        "perturbations": {"threads2": {"env": {}, "threads": 2}},
+        "summary": {"all": {"runs": 3, "run_median": 0.1, "run_max": 0.5, "cell_max": 0.2}},
+    }  # fmt: skip
+    text = tables.markdown(df, spread=spread)
+    assert tables.NO_SPREAD_LINE not in text and "Reproducibility: re-running the variational_jko runs" in text
+
+
 def test_a_figure_band_is_the_table_interval() -> None:
     df = records({"variational_jko": [1e-2, 2e-2, 5e-2, 3e-2], "exact_jko": [1e-3, 2e-3, 4e-3, 3e-3]})
     s = tables.summary(df)

@@ -272,6 +272,14 @@ def _ordered_rows(edf: pd.DataFrame) -> list[str]:
     return [r for r, _ in sorted(zip(rows["row"], rows["method"], strict=True), key=lambda x: (order[x[1]], x[0]))]
 
 
+NO_SPREAD_LINE = (
+    "Reproducibility: the spread of these cells under another floating-point order (another CPU, thread count or "
+    "kernel set, same seeds) was not measured for this suite (`scripts/fp_spread.py` measures it; for the default "
+    "suite it is stated in `results/default/table.md`). Differences between trained methods smaller than that "
+    "spread are not reproducible across machines; the exact oracle's cells do not move."
+)
+
+
 def spread_line(spread: dict) -> str:
     """The reproducibility tolerance measured by scripts/fp_spread.py, in one sentence."""
     s = spread["summary"]["all"]
@@ -306,6 +314,8 @@ def markdown(df: pd.DataFrame, title: str | None = None, spread: dict | None = N
     ]
     if spread is not None:
         lines += [spread_line(spread), ""]
+    else:  # say so: a reader must not take a difference between trained methods for one that survives a new machine
+        lines += [NO_SPREAD_LINE, ""]
     for exp in dict.fromkeys(df["experiment"]):
         es = summ[summ["experiment"] == exp] if "experiment" in summ else summ
         edf = df[df["experiment"] == exp]
