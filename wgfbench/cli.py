@@ -123,6 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise Interrupted(f"stopped by signal {signum}" + (" (the workflow that started it is gone)" if watch else ""))
 
     signal.signal(signal.SIGTERM, on_term)
+    # a process started in the background of a non-interactive shell inherits SIGINT as ignored, and Python then
+    # installs no KeyboardInterrupt handler: without this line such a run would ignore SIGINT and run to its end
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         df = run(spec, out=args.out, checkpoint=args.checkpoint, progress=progress, floor_cache=args.floor_cache)
     except (Interrupted, KeyboardInterrupt) as e:
