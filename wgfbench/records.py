@@ -272,10 +272,15 @@ def run_columns(spec, problem, prov: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def record_name(spec) -> str:
+    """The record of run ``spec`` relative to a suite's output folder: ``runs/<experiment>/<method>/d<dim>_s<seed>``
+    (the one layout: the Snakefile's targets, ``run-suite`` and the Python API all name records through it)."""
+    return f"runs/{spec.experiment}/{spec.method}/d{spec.dim}_s{spec.seed}.parquet"
+
+
 def record_path(out: str | os.PathLike, spec) -> Path:
-    """Where a suite's outputs keep the record of run ``spec``: ``<out>/runs/<experiment>/<method>/d<dim>_s<seed>``
-    (the Snakefile's layout)."""
-    return Path(out) / "runs" / spec.experiment / spec.method / f"d{spec.dim}_s{spec.seed}.parquet"
+    """Where a suite's outputs keep the record of run ``spec``: ``<out>/`` + :func:`record_name`."""
+    return Path(out) / record_name(spec)
 
 
 # --- the current schema -------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from wgfbench.records import RecordError, read_record, run_hash
+from wgfbench.records import RecordError, read_record, record_name, run_hash
 
 # what ``--only`` can select on: the fields of a run spec that name a suite's runs
 SELECT_KEYS = ("experiment", "problem", "method", "dim", "seed")
@@ -82,8 +82,10 @@ def default_out(suite_name: str) -> str:
 
 
 def record_path(out: str, run) -> str:
-    """The record file of ``run`` (a :class:`~wgfbench.suites.RunSpec`) under the output folder ``out``."""
-    return f"{out}/runs/{run.experiment}/{run.method}/d{run.dim}_s{run.seed}.parquet"
+    """The record file of ``run`` (a :class:`~wgfbench.suites.RunSpec`) under the output folder ``out``, as text:
+    Snakemake matches targets by their text, so ``out`` is kept as given (a :class:`~pathlib.Path` would drop a
+    leading ``./``); the layout is :func:`wgfbench.records.record_name`."""
+    return f"{out}/{record_name(run)}"
 
 
 class SelectionError(ValueError):
