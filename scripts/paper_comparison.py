@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-"""``results/paper-budget-cpu/README.md``: our runs of the papers' OU protocols at their budgets beside the values
-the papers publish (issue 12 item 3).
+"""``results/<suite>/README.md`` of a reproduction suite: our runs of a paper's protocol beside the values the paper
+publishes (issue 12 item 3; issues 16 and 17 for the S-JKO and CNF-JKO suites).
 
-    ./with-env python scripts/paper_comparison.py            # reads results/paper-budget-cpu/runs, writes README.md
+    ./with-env python scripts/paper_comparison.py                               # paper-budget-cpu
+    ./with-env python scripts/paper_comparison.py --suite suites/s-jko-ou.yaml   # any suite of COMPARISONS
 
-Per experiment of ``suites/paper-budget-cpu.yaml`` and per (method, d), for each metric the paper uses:
+Records are read from ``results/<suite name>/runs`` and the document written to ``results/<suite name>/README.md``
+unless ``--records``/``--out`` say otherwise. Per experiment of the suite, per (method, d), for each metric the
+paper uses and each time it reports:
 
-* **ours**: log10 of the metric at the report time (t = 0.9), mean and Student-t 95% interval over the seeds'
-  runs (the cells of :func:`wgfbench.reports.tables.summary`, the one summary mechanism of the tables and figures);
-* **published**: the paper's value, with where in the paper it is (:data:`PUBLISHED`), or what the paper gives
-  where it tabulates no number;
-* **exact-JKO floor**: log10 SymKL of the exact Gaussian JKO iterate to the PDE solution at the same k (closed
-  form, the time discretisation's own error at h = 0.05, mean of per-seed log10), which no JKO scheme at this step
-  is expected to beat by much (errors of opposite sign can cancel, so it is a reference line, not a bound);
+* **ours**: the metric at that time (log10 where the metric's table scale is log10), mean and Student-t 95%
+  interval over the seeds' runs (the cells of :func:`wgfbench.reports.tables.summary`, the one summary mechanism of
+  the tables and figures);
+* **published**: the paper's value on the same scale (:class:`Comparison`), or what the paper gives where it
+  tabulates no number;
+* **exact-JKO floor** (Gaussian problems): log10 SymKL of the exact Gaussian JKO iterate to the PDE solution at the
+  same k (closed form, the time discretisation's own error at the suite's h, mean of per-seed log10), which no JKO
+  scheme at this step is expected to beat by much (errors of opposite sign can cancel: a reference line, not a
+  bound);
+* **published reference error** (where the paper gives one): the paper's own noise floor of the metric (two exact
+  sample sets), beside ours;
 * **noise floor q95**: the cell's resolution threshold (mean over its runs of the 95% quantile of the metric
-  between two exact samples of the evaluation's sizes, log10): a value below it is not resolved;
+  between two exact samples of the evaluation's sizes): a value below it is not resolved;
 * **runs**: ok runs over the runs the suite asks for, and every other status, runs not yet recorded as
   ``missing`` (listed by job id) and records of another run (a suite edit since: another run hash) as ``stale``.
 
@@ -25,6 +32,7 @@ latter computed from the cells (differences from the published values, position 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -33,8 +41,29 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "paper-budget-cpu.yaml"
-RECORDS = ROOT / "results" / "paper-budget-cpu" / "runs"
-OUT = ROOT / "results" / "paper-budget-cpu" / "README.md"
+
+PublishedKey = tuple[str, str, str, float | None]  # (experiment, method, metric, flow time t; None: report_t)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What one reproduction suite is set beside: per experiment, where the paper's numbers are (``sources``), how
+    our protocol differs from the paper's (``protocol``), the metrics compared with their labels (``metrics``), the
+    published values on our cells' scale (``published``: log10 for log10 metrics, as the papers report SymKL; the
+    metric's own units otherwise), keyed by (experiment, method, metric, t) and then d (t None: the experiment's
+    report time, which is the last step where the suite sets none), and the paper's own noise
+    floor of a metric where it gives one (``published_floor``, keyed by (experiment, metric) then d)."""
+
+    title: str
+    sources: dict[str, str]
+    protocol: dict[str, str]
+    metrics: dict[str, list[tuple[str, str]]]
+    published: dict[PublishedKey, dict[int, float]]
+    not_tabulated: dict[str, str] = dataclasses.field(default_factory=dict)
+    published_floor: dict[tuple[str, str], dict[int, float]] = dataclasses.field(default_factory=dict)
+    exact_jko_floor: bool = True  # Gaussian problems: the closed-form exact-JKO floor column
+    times: tuple[float, ...] = ()  # flow times compared besides the suite's report_t
+
 
 MOKROV_SOURCE = (
     "Mokrov et al. (NeurIPS 2021) Fig. 3/5 (log10 SymKL at t = 0.9 against d, 15 runs), as tabulated by Choi, Choi "
@@ -42,47 +71,157 @@ MOKROV_SOURCE = (
     "per-run results within 0.1-0.3"
 )
 FAN_SOURCE = "Fan et al. (ICML 2022) Fig. 4 (log10 SymKL at t = 0.9 against d, 15 seeds)"
-# (experiment, method, metric column) -> {d: published log10 value}; a dim absent: the paper tabulates no number
-PUBLISHED: dict[tuple[str, str, str], dict[int, float]] = {
-    ("ou_mokrov", "jko_icnn_exact", "symkl_mc"): {2: -2.4, 4: -2.1, 6: -2.2},
-    ("ou_mokrov", "em_particles", "symkl_kde"): {2: -2.3, 4: -1.0, 6: -0.3},
-    ("ou_fan", "variational_jko", "symkl_moment"): {},  # Fig. 4 is plotted, not tabulated
-}
-# where a cell has no published number, what the paper gives instead
-NOT_TABULATED = {
-    "ou_fan": "Fig. 4 only (plotted, not tabulated): the variational JKO below JKO-ICNN-d at every d",
-    "ou_mokrov": "at d = 8, Fig. 3/5 only (plotted, not tabulated)",
-}
-SOURCES = {"ou_fan": FAN_SOURCE, "ou_mokrov": MOKROV_SOURCE}
-# per experiment, the metrics compared, each with its label and the methods it is reported for (None: every one)
-METRICS: dict[str, list[tuple[str, str]]] = {
-    "ou_fan": [("symkl_moment", "SymKL of the moment fit to P_t (Fan et al.'s metric)")],
-    "ou_mokrov": [
-        ("symkl_mc", "SymKL by Monte Carlo from the model's density, 8192 samples each way (Mokrov et al.'s metric)"),
-        ("symkl_kde", "SymKL by Monte Carlo with a KDE of the particles (Mokrov et al.'s EM metric; d <= 3 here)"),
-        ("symkl_moment", "SymKL of the moment fit to P_t (every method; Fan et al.'s metric)"),
-    ],
-}
-PROTOCOL: dict[str, str] = {
-    "ou_fan": (
-        "Fan et al.'s OU protocol (their instances' law: covariance eigenvalues in [0.5, 1], P_0 = N(0, I), h = 0.05, "
-        "20 steps, report at t = 0.9; the variational JKO at its defaults: 500 iterations of batch 1024 per step, "
-        "512,000 particles, all of which enter the moment fit). Differences from the paper: 5 seeds instead of 15; "
-        "d = 2, 6, 12, 16 (the paper also runs 32 and 64); our instances are drawn from their law by our generator, "
-        "not their code's stream; one CPU thread instead of a GPU; the exact JKO oracle and the identity row are "
-        "ours (the paper plots the variational JKO beside JKO-ICNN-d and JKO-ICNN-a, which this suite does not run "
-        "here)."
-    ),
-    "ou_mokrov": (
-        "Mokrov et al.'s OU protocol (their make_spd_matrix instances and seeding, P_0 = N(0, I), h = 0.05 to t = 1, "
-        "evaluated every 0.1; JKO-ICNN with the exact Hessian log-det at their budget: DenseICNN 2 x 64 rank 5, "
-        "identity pretraining lr 5e-3 x 4000, 500 iterations of batch 1024 per step, lr 5e-3; their Monte-Carlo "
-        "SymKL on 8192 samples each way; Euler-Maruyama with 50,000 particles at dt = 1e-3, its KDE fitted on all "
-        "of them). Differences from the paper: 3 runs instead of 15; d = 2, 4, 6, 8 (the paper: 1..12); the KDE "
-        "SymKL only in d <= 3 here (the paper's EM column uses it in every d, where it measures mostly the KDE's "
-        "own error from d = 3 on); the JKO-ICNN's training draws from a particle set regenerated once per step "
-        "instead of fresh samples per iteration; one CPU thread instead of a GPU."
-    ),
+MOKROV_METRICS = [
+    ("symkl_mc", "SymKL by Monte Carlo from the model's density, 8192 samples each way (Mokrov et al.'s metric)"),
+    ("symkl_kde", "SymKL by Monte Carlo with a KDE of the particles (Mokrov et al.'s EM metric; d <= 3 here)"),
+    ("symkl_moment", "SymKL of the moment fit to P_t (every method; Fan et al.'s metric)"),
+]
+
+PAPER_BUDGET = Comparison(
+    title="the papers' OU protocols at their own budgets, beside the published values",
+    sources={"ou_fan": FAN_SOURCE, "ou_mokrov": MOKROV_SOURCE},
+    protocol={
+        "ou_fan": (
+            "Fan et al.'s OU protocol (their instances' law: covariance eigenvalues in [0.5, 1], P_0 = N(0, I), "
+            "h = 0.05, 20 steps, report at t = 0.9; the variational JKO at its defaults: 500 iterations of batch "
+            "1024 per step, 512,000 particles, all of which enter the moment fit). Differences from the paper: 5 "
+            "seeds instead of 15; d = 2, 6, 12, 16 (the paper also runs 32 and 64); our instances are drawn from "
+            "their law by our generator, not their code's stream; one CPU thread instead of a GPU; the exact JKO "
+            "oracle and the identity row are ours (the paper plots the variational JKO beside JKO-ICNN-d and "
+            "JKO-ICNN-a, which this suite does not run here)."
+        ),
+        "ou_mokrov": (
+            "Mokrov et al.'s OU protocol (their make_spd_matrix instances and seeding, P_0 = N(0, I), h = 0.05 to "
+            "t = 1, evaluated every 0.1; JKO-ICNN with the exact Hessian log-det at their budget: DenseICNN 2 x 64 "
+            "rank 5, identity pretraining lr 5e-3 x 4000, 500 iterations of batch 1024 per step, lr 5e-3; their "
+            "Monte-Carlo SymKL on 8192 samples each way; Euler-Maruyama with 50,000 particles at dt = 1e-3, its KDE "
+            "fitted on all of them). Differences from the paper: 3 runs instead of 15; d = 2, 4, 6, 8 (the paper: "
+            "1..12); the KDE SymKL only in d <= 3 here (the paper's EM column uses it in every d, where it measures "
+            "mostly the KDE's own error from d = 3 on); the JKO-ICNN's training draws from a particle set "
+            "regenerated once per step instead of fresh samples per iteration; one CPU thread instead of a GPU."
+        ),
+    },
+    metrics={
+        "ou_fan": [("symkl_moment", "SymKL of the moment fit to P_t (Fan et al.'s metric)")],
+        "ou_mokrov": MOKROV_METRICS,
+    },
+    published={
+        ("ou_mokrov", "jko_icnn_exact", "symkl_mc", None): {2: -2.4, 4: -2.1, 6: -2.2},
+        ("ou_mokrov", "em_particles", "symkl_kde", None): {2: -2.3, 4: -1.0, 6: -0.3},
+        ("ou_fan", "variational_jko", "symkl_moment", None): {},  # Fig. 4 is plotted, not tabulated
+    },
+    not_tabulated={
+        "ou_fan": "Fig. 4 only (plotted, not tabulated): the variational JKO below JKO-ICNN-d at every d",
+        "ou_mokrov": "at d = 8, Fig. 3/5 only (plotted, not tabulated)",
+    },
+)
+
+CHOI_SOURCE = (
+    "Choi, Choi & Kang (ICML 2024), appendix Tables 6-7 (log10 SymKL to the exact OU marginal at t = 0.5 and 0.9, "
+    "d = 2, 4, 6, 10, on Mokrov et al.'s instances; S-JKO and EM 50k rows)"
+)
+S_JKO_DIFFERENCES = (
+    "S-JKO (ours: `s_jko`, the semi-dual JKO through unbalanced OT, KL's Psi*(s) = e^s - 1, a stochastic generator "
+    "G(x0, z) warm-started each phase against its frozen copy) at its CPU configuration: width 64 with one residual "
+    "block, identity start, Adam 1e-3 with betas (0.5, 0.9), batch 400, 600 iterations for the first step and 300 "
+    "per later step. Their repository has no OU script; the protocol they ran for their appendix (iterations per "
+    "step, networks, how the SymKL of a density-free generator was computed) is not in it. Their toy protocol is "
+    "5000 iterations per phase with width 128 and three blocks, lr_G 1e-4, lr_D 2e-5 (`suites/s-jko-ou-paper.yaml` "
+    "runs it). We chose: h = 0.05 in the W2^2/(2h) convention (their code's c is the mean over coordinates, so "
+    "their h' = h/d), 18 steps to t = 0.9, and the Gaussian moment fit of 10,000 generator samples against the "
+    "exact marginal (`symkl_moment`) as the metric set beside theirs. EM 50k: Euler-Maruyama with 50,000 particles "
+    "at dt = 1e-3 (50 EM substeps of each JKO step, Mokrov et al.'s EM protocol, which their table's EM column "
+    "reproduces), compared on the KDE SymKL where we evaluate it (d <= 3) and on the moment fit. 5 seeds (theirs: "
+    "not stated)."
+)
+S_JKO_OU = Comparison(
+    title="S-JKO on OU beside its published numbers (issue 17 item 1)",
+    sources={
+        "ou_mokrov": CHOI_SOURCE,
+        "ou_fan": "none: Choi, Choi & Kang run Mokrov et al.'s instances only; Fan et al.'s law is ours to compare",
+    },
+    protocol={
+        "ou_mokrov": "Mokrov et al.'s instances (make_spd_matrix stationary covariance, b ~ N(0, I), P_0 = N(0, I), "
+        "beta = 1). " + S_JKO_DIFFERENCES,
+        "ou_fan": "Fan et al.'s instance law (eigenvalues of A in [1, 2], b ~ N(0, I), P_0 = N(0, I)), the same "
+        "methods and budgets. " + S_JKO_DIFFERENCES,
+    },
+    metrics={
+        exp: [
+            ("symkl_moment", "SymKL of the moment fit to P_t (the metric set beside their S-JKO numbers)"),
+            ("symkl_kde", "SymKL by Monte Carlo with a KDE of the particles (their EM 50k column's metric; d <= 3)"),
+        ]
+        for exp in ("ou_mokrov", "ou_fan")
+    },
+    published={
+        ("ou_mokrov", "s_jko", "symkl_moment", None): {2: -2.4, 4: -1.2, 6: -0.8, 10: -0.1},
+        ("ou_mokrov", "s_jko", "symkl_moment", 0.5): {2: -2.3, 4: -0.9, 6: -1.8, 10: -0.1},
+        ("ou_mokrov", "em_particles", "symkl_kde", None): {2: -2.3, 4: -1.0, 6: -0.3, 10: 0.4},
+        ("ou_mokrov", "em_particles", "symkl_kde", 0.5): {2: -2.1, 4: -1.0, 6: -0.4, 10: 0.4},
+    },
+    not_tabulated={"ou_fan": "no published number on this instance law"},
+    times=(0.5,),
+)
+
+HG_SOURCE = (
+    "Hertrich & Gruhlke (ICML 2025), Table 1 (sliced energy distance to the target, 50k vs 50k samples, 1000 "
+    "projections, mean of 5 runs; their reference error: two exact sample sets) and Table 2 (log Z estimate, the "
+    "ELBO, truth 0)"
+)
+HG_DIFFERENCES = (
+    "Their schedule (first step h_0 = tau_0 / 2 in our W2^2/(2h) convention, h_k = h_0 growth^k, n_flow_steps CNF "
+    "steps, then blocks of [1 CNF + 3 rejection steps], or the same CNF steps without rejection), at a CPU budget: "
+    "per CNF step 100 Adam iterations of batch 512 over 8192 particles, 4 RK4 steps (theirs: 5000 iterations of "
+    "batch 5000 over 50k particles, 200k for the funnel, lr 5e-3 decayed x0.95 every 100, dopri5 with the adjoint), "
+    "i.e. 0.2% of their samples per step; exact divergences in d = 2, in d = 10 one Hutchinson probe in training "
+    "and 5 for the densities; width 2d + 50 (theirs; 256 for the funnel); 3 seeds in d = 2, 2 in d = 10 (theirs: 5 "
+    "runs). The metric is theirs: the sliced energy distance on 50,000 samples each side and 1000 directions."
+)
+HG_TARGETS = {
+    "modes8": ("shifted 8 Modes", 2, (1.3e-1, 1.2e-5, 2.6e-5)),
+    "peaky8": ("shifted 8 Peaky", 2, (1.3e-1, 3.4e-5, 2.4e-5)),
+    "gmm10": ("GMM-10", 10, (1.1e-2, 5.3e-5, 4.6e-5)),
+    "mustache": ("Mustache", 2, (1.8e-2, 2.9e-3, 8.6e-5)),
+    "funnel": ("Funnel", 10, (4.6e-2, 1.4e-2, 3.4e-4)),
+}  # target -> (their name, d, Table 1: (neural JKO, neural JKO IC, reference error))
+HG_LOG_Z = {"gmm10_plain": -0.43, "gmm10_ic": 3.5e-3}  # Table 2 (only GMM-10 among these targets)
+HG_METRICS = [
+    ("sliced_energy", "sliced energy distance to the target (their Table 1)"),
+    ("log_z", "log Z estimate, truth 0 (their Table 2)"),
+]
+CNF_TARGETS = Comparison(
+    title="the CNF-based neural JKO with and without importance correction on Hertrich & Gruhlke's targets",
+    sources={f"{t}_{v}": HG_SOURCE for t in HG_TARGETS for v in ("ic", "plain")},
+    protocol={
+        f"{t}_{v}": f"{name} (d = {d}), "
+        + ("neural_jko_ic: the importance-corrected sampler. " if v == "ic" else "neural_jko: no rejection steps. ")
+        + HG_DIFFERENCES
+        for t, (name, d, _) in HG_TARGETS.items()
+        for v in ("ic", "plain")
+    },
+    metrics={f"{t}_{v}": HG_METRICS for t in HG_TARGETS for v in ("ic", "plain")},
+    published={
+        **{(f"{t}_plain", "neural_jko", "sliced_energy", None): {d: e[0]} for t, (_, d, e) in HG_TARGETS.items()},
+        **{(f"{t}_ic", "neural_jko_ic", "sliced_energy", None): {d: e[1]} for t, (_, d, e) in HG_TARGETS.items()},
+        ("gmm10_plain", "neural_jko", "log_z", None): {10: HG_LOG_Z["gmm10_plain"]},
+        ("gmm10_ic", "neural_jko_ic", "log_z", None): {10: HG_LOG_Z["gmm10_ic"]},
+    },
+    not_tabulated={
+        f"{t}_{v}": "log Z: Table 2 gives GMM-d and LGCP only"
+        for t in HG_TARGETS
+        for v in ("ic", "plain")
+        if t != "gmm10"
+    },
+    published_floor={
+        (f"{t}_{v}", "sliced_energy"): {d: e[2]} for t, (_, d, e) in HG_TARGETS.items() for v in ("ic", "plain")
+    },
+    exact_jko_floor=False,
+)
+
+COMPARISONS: dict[str, Comparison] = {
+    "paper-budget-cpu": PAPER_BUDGET,
+    "s-jko-ou": S_JKO_OU,
+    "cnf-targets": CNF_TARGETS,
 }
 
 
@@ -138,13 +277,19 @@ def exact_jko_floor(rows: pd.DataFrame) -> dict[tuple[str, int], float]:
 def fmt_cell(c: pd.Series | None) -> str:
     if c is None or not c["n"]:
         return "-"
+    v = _fmt_on(bool(c["log10"]))
     if math.isfinite(c["lo"]):
-        return f"{c['mean']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
-    return f"{c['mean']:.2f} (runs: {', '.join(f'{v:.2f}' for v in c['runs'])})"
+        return f"{v(c['mean'])} [{v(c['lo'])}, {v(c['hi'])}]"
+    return f"{v(c['mean'])} (runs: {', '.join(v(r) for r in c['runs'])})"
 
 
-def fmt(v: float | None) -> str:
-    return "-" if v is None or not math.isfinite(v) else f"{v:.2f}"
+def _fmt_on(log10: bool):
+    """Values on a log10 scale with two decimals; values in the metric's own units with three significant digits."""
+    return (lambda v: f"{v:.2f}") if log10 else (lambda v: f"{v:.3g}")
+
+
+def fmt(v: float | None, log10: bool = True) -> str:
+    return "-" if v is None or not math.isfinite(v) else _fmt_on(log10)(v)
 
 
 def status_text(runs: pd.DataFrame) -> str:
@@ -154,41 +299,74 @@ def status_text(runs: pd.DataFrame) -> str:
     return f"{ok}/{len(runs)} ok" + (f" ({others})" if others else "")
 
 
+def is_log10(col: str) -> bool:
+    from wgfbench.metrics.catalogue import METRICS
+
+    return any(m.name == col and m.transform == "log10" for m in METRICS)
+
+
 # --- the document -------------------------------------------------------------------------------------------------
-def experiment_section(exp: str, summary: pd.DataFrame, runs: pd.DataFrame, floors: dict) -> list[str]:
+def experiment_section(
+    exp: str, cmp: Comparison, cells_at: dict, runs: pd.DataFrame, floors_at: dict, report_t: float
+) -> list[str]:
+    """One experiment: a table per (metric, time), the findings computed from its cells, the runs not in it.
+    ``cells_at`` and ``floors_at`` map a time key (None: the report time) to the summary and exact-JKO floors
+    there."""
     from wgfbench.reports.tables import ordered_methods
 
     er = runs[runs["experiment"] == exp]
     dims = sorted(er["dim"].unique())
     methods = ordered_methods(er["method"].unique())
-    lines = [f"## {exp}", "", f"**Protocol.** {PROTOCOL.get(exp, '(no protocol text)')}", ""]
-    lines += [f"**Published values**: {SOURCES.get(exp, '-')}.", ""]
+    lines = [f"## {exp}", "", f"**Protocol.** {cmp.protocol.get(exp, '(no protocol text)')}", ""]
+    lines += [f"**Published values**: {cmp.sources.get(exp, '-')}.", ""]
     findings: list[str] = []
-    for col, label in METRICS.get(exp, []):
-        cells = summary[(summary["experiment"] == exp) & (summary["quantity"] == col)] if len(summary) else summary
-        shown = [m for m in methods if (len(cells) and (cells["method"] == m).any()) or (exp, m, col) in PUBLISHED]
-        if not shown:
-            continue
-        lines += [f"### log10 {label}", ""]
-        lines += ["| method | d | ours: mean [95% CI] | published | exact-JKO floor | noise floor q95 | runs |",
-                  "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
-        for m in shown:
-            for d in dims:
-                rr = er[(er["method"] == m) & (er["dim"] == d)]
-                if rr.empty:
-                    continue
-                sel = cells[(cells["method"] == m) & (cells["dim"] == d)] if len(cells) else cells
-                c = sel.iloc[0] if len(sel) else None
-                pub = PUBLISHED.get((exp, m, col), {}).get(d)
-                pub_text = fmt(pub) if pub is not None else ("-" if (exp, m, col) not in PUBLISHED else "not tabulated")
-                q95 = c.get("threshold") if c is not None and "threshold" in c else None
-                lines.append(f"| {m} | {d} | {fmt_cell(c)} | {pub_text} | {fmt(floors.get((exp, d)))} | "
-                             f"{fmt(q95 if q95 is None or pd.notna(q95) else None)} | {status_text(rr)} |")  # fmt: skip
-                if c is not None and c["n"]:
-                    findings.append(finding(m, d, col, c, pub, floors.get((exp, d)), q95))
-        lines.append("")
+    for col, label in cmp.metrics.get(exp, []):
+        log10 = is_log10(col)
+        pub_floor = cmp.published_floor.get((exp, col))
+        for t_key, summary in cells_at.items():
+            floors = floors_at.get(t_key, {})
+            cells = summary[(summary["experiment"] == exp) & (summary["quantity"] == col)] if len(summary) else summary
+            key = (exp, col, t_key)
+            shown = [m for m in methods if (len(cells) and (cells["method"] == m).any()) or (exp, m, *key[1:]) in
+                     cmp.published]  # fmt: skip
+            if not shown:
+                continue
+            when = (
+                f"t = {t_key if t_key is not None else report_t:g}"
+                if (t_key, report_t) != (None, None)
+                else "the last step"
+            )
+            lines += [f"### {'log10 ' if log10 else ''}{label}, at {when}", ""]
+            head = ["method", "d", "ours: mean [95% CI]", "published"]
+            head += ["exact-JKO floor"] if cmp.exact_jko_floor else []
+            head += ["published reference error"] if pub_floor is not None else []
+            head += ["noise floor q95", "runs"]
+            lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+            for m in shown:
+                for d in dims:
+                    rr = er[(er["method"] == m) & (er["dim"] == d)]
+                    if rr.empty:
+                        continue
+                    sel = cells[(cells["method"] == m) & (cells["dim"] == d)] if len(cells) else cells
+                    c = sel.iloc[0] if len(sel) else None
+                    pubs = cmp.published.get((exp, m, col, t_key))
+                    pub = pubs.get(d) if pubs is not None else None
+                    pub_text = fmt(pub, log10) if pub is not None else ("-" if pubs is None else "not tabulated")
+                    q95 = c.get("threshold") if c is not None and "threshold" in c else None
+                    q95 = q95 if q95 is not None and pd.notna(q95) else None
+                    row = [m, str(d), fmt_cell(c), pub_text]
+                    row += [fmt(floors.get((exp, d)))] if cmp.exact_jko_floor else []
+                    row += [fmt(pub_floor.get(d), log10)] if pub_floor is not None else []
+                    row += [fmt(q95, log10), status_text(rr)]
+                    lines.append("| " + " | ".join(row) + " |")
+                    if c is not None and c["n"]:
+                        findings.append(
+                            finding(m, d, col, when, c, pub, floors.get((exp, d)), q95,
+                                    pub_floor.get(d) if pub_floor else None)
+                        )  # fmt: skip
+            lines.append("")
     missing = er[er["status"].isin(["missing", "stale"])]
-    where_none = f"; where the paper tabulates nothing: {NOT_TABULATED[exp]}" if exp in NOT_TABULATED else ""
+    where_none = f"; where the paper tabulates nothing: {cmp.not_tabulated[exp]}" if exp in cmp.not_tabulated else ""
     lines += [f"**What the comparison shows** (computed from the cells above{where_none}):", ""]
     lines += [f"* {f}" for f in findings] or ["* no finished run yet."]
     if len(missing):
@@ -197,43 +375,68 @@ def experiment_section(exp: str, summary: pd.DataFrame, runs: pd.DataFrame, floo
     return [*lines, ""]
 
 
-def finding(method: str, d: int, col: str, c: pd.Series, published: float | None, jko: float | None, q95) -> str:
-    parts = [f"{method}, d = {d}, {col}: {c['mean']:.2f} over {c['n']} run{'s' if c['n'] != 1 else ''}"]
+def finding(
+    method: str, d: int, col: str, when: str, c: pd.Series, published: float | None, jko: float | None,
+    q95: float | None, published_floor: float | None = None,
+) -> str:  # fmt: skip
+    """One line: the cell, its distance to the published value (in log10 for log10 cells, as a ratio for positive
+    values in the metric's units, as a difference otherwise), to the exact-JKO floor, and whether it is resolved."""
+    log10 = bool(c["log10"])
+    v = _fmt_on(log10)
+    parts = [f"{method}, d = {d}, {col} at {when}: {v(c['mean'])} over {c['n']} run{'s' if c['n'] != 1 else ''}"]
     if published is not None:
-        diff = c["mean"] - published
         inside = math.isfinite(c["lo"]) and c["lo"] <= published <= c["hi"]
-        parts.append(f"published {published:.1f}, ours {'higher' if diff > 0 else 'lower'} by {abs(diff):.2f}"
+        diff = c["mean"] - published
+        if log10:
+            gap = f"ours {'higher' if diff > 0 else 'lower'} by {abs(diff):.2f}"
+        elif published > 0 and c["mean"] > 0:
+            gap = f"ours {c['mean'] / published:.3g} times the published value"
+        else:
+            gap = f"ours {'higher' if diff > 0 else 'lower'} by {abs(diff):.3g}"
+        parts.append(f"published {v(published) if not log10 else f'{published:.1f}'}, {gap}"
                      + (" (inside our 95% interval)" if inside else ""))  # fmt: skip
     if jko is not None and math.isfinite(jko):
         parts.append(f"{c['mean'] - jko:+.2f} in log10 against the exact-JKO floor")
-    if q95 is not None and pd.notna(q95):
+    if published_floor is not None and not log10 and c["mean"] > 0:
+        parts.append(f"{c['mean'] / published_floor:.3g} times the paper's reference error")
+    if q95 is not None:
         parts.append("resolved (above the noise floor q95)" if c["mean"] > q95 else "NOT resolved (at or below the "
                      "noise floor q95: the evaluation cannot tell it from an exact sample)")  # fmt: skip
     return "; ".join(parts)
 
 
-def build_readme(suite_path: Path, records: Path, command: str) -> str:
+def build_readme(suite_path: Path, records: Path, command: str, comparison: Comparison | None = None) -> str:
+    """The document of ``suite_path``'s records under ``records``, beside ``comparison`` (default: the entry of
+    :data:`COMPARISONS` named like the suite)."""
     from wgfbench.reports import tables
     from wgfbench.suites import load_suite
 
     suite = load_suite(suite_path)
+    cmp = comparison if comparison is not None else COMPARISONS[suite.name]
     rows, runs = read_current(records, expected_runs(suite))
-    summary = tables.summary(rows) if len(rows) else pd.DataFrame(columns=["experiment", "quantity", "method"])
-    floors = exact_jko_floor(rows) if len(rows) else {}
+    empty = pd.DataFrame(columns=["experiment", "quantity", "method"])
+    cells_at: dict = {}
+    floors_at: dict = {}
+    for t in (None, *cmp.times):
+        at = rows if t is None or not len(rows) else rows.assign(report_t=t)
+        cells_at[t] = tables.summary(at) if len(at) else empty
+        floors_at[t] = exact_jko_floor(at) if len(at) and cmp.exact_jko_floor else {}
     n_ok = int((runs["status"] == "ok").sum())
+    report_ts = {r.experiment: r.report_t for r in suite.runs}
     lines = [
-        f"# {suite.name}: the papers' OU protocols at their own budgets, beside the published values",
+        f"# {suite.name}: {cmp.title}",
         "",
         f"Built by `{command}` from the records in `{_rel(records)}` and `{_rel(suite_path)}`: "
         f"{len(runs)} runs asked for, {n_ok} ok, {int(runs['status'].isin(['missing', 'stale']).sum())} not yet "
-        "recorded (listed per experiment). Cells: log10 per run at the report time, mean with a Student-t 95% "
-        "interval for n >= 3 runs (the runs themselves for fewer); only `ok` runs enter a cell.",
+        "recorded (listed per experiment). Cells: per run at the time named (log10 where the metric is compared on "
+        "that scale), mean with a Student-t 95% interval for n >= 3 runs (the runs themselves for fewer); only "
+        "`ok` runs enter a cell.",
         "",
     ]
     for exp in dict.fromkeys(runs["experiment"]):
-        lines += experiment_section(exp, summary, runs, floors)
+        lines += experiment_section(exp, cmp, cells_at, runs, floors_at, report_ts.get(exp))
     if len(rows):
-        lines += ["## Provenance", "", tables.provenance_markdown(rows), ""]
+        lines += [tables.provenance_markdown(rows), ""]
     return "\n".join(lines)
 
 
@@ -246,15 +449,26 @@ def _rel(p: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", type=Path, default=SUITE)
-    ap.add_argument("--records", type=Path, default=RECORDS)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--suite", type=Path, default=SUITE, help=f"one of {sorted(COMPARISONS)} (default: %(default)s)")
+    ap.add_argument("--records", type=Path, help="records folder (default: results/<suite name>/runs)")
+    ap.add_argument("--out", type=Path, help="document written (default: results/<suite name>/README.md)")
     args = ap.parse_args()
+    from wgfbench.suites import load_suite
+
+    name = load_suite(args.suite).name
+    if name not in COMPARISONS:
+        raise SystemExit(f"paper_comparison: no published values for suite {name!r}; known: {sorted(COMPARISONS)}")
+    records = args.records or ROOT / "results" / name / "runs"
+    out = args.out or ROOT / "results" / name / "README.md"
     command = "./with-env python scripts/paper_comparison.py"
-    if (args.suite, args.records, args.out) != (SUITE, RECORDS, OUT):
-        command += f" --suite {_rel(args.suite)} --records {_rel(args.records)} --out {_rel(args.out)}"
-    args.out.write_text(build_readme(args.suite, args.records, command))
-    print(f"wrote {args.out}")
+    if args.suite.resolve() != SUITE:
+        command += f" --suite {_rel(args.suite)}"
+    if args.records is not None:
+        command += f" --records {_rel(args.records)}"
+    if args.out is not None:
+        command += f" --out {_rel(args.out)}"
+    out.write_text(build_readme(args.suite, records, command))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from wgfbench.suites import load_suite
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("paper_comparison", ROOT / "scripts" / "paper_comparison.py")
 paper_comparison = importlib.util.module_from_spec(SPEC)
+sys.modules[SPEC.name] = paper_comparison  # its dataclasses resolve their module
 SPEC.loader.exec_module(paper_comparison)
 
 H, K = 0.05, 2
@@ -66,7 +68,7 @@ def row_of(readme: str, section: str, method: str, d: int) -> list[str]:
 
 def test_cells_published_values_floors_and_missing_runs(folder: tuple[Path, Path]) -> None:
     suite_path, records = folder
-    readme = paper_comparison.build_readme(suite_path, records, "cmd")
+    readme = paper_comparison.build_readme(suite_path, records, "cmd", paper_comparison.PAPER_BUDGET)
 
     # ours: the cell of tables.summary over the current ok records (the stale one left out), formatted as shown
     current = read_records([records])
@@ -97,7 +99,7 @@ def test_cells_published_values_floors_and_missing_runs(folder: tuple[Path, Path
 
 def test_an_empty_records_folder_lists_every_run_as_missing(folder: tuple[Path, Path], tmp_path: Path) -> None:
     suite_path, _ = folder
-    readme = paper_comparison.build_readme(suite_path, tmp_path / "none", "cmd")
+    readme = paper_comparison.build_readme(suite_path, tmp_path / "none", "cmd", paper_comparison.PAPER_BUDGET)
     assert "5 runs asked for, 0 ok, 5 not yet recorded" in readme
     for job in ("ou_fan/exact_jko/d2/s0", "ou_mokrov/em_particles/d2/s1", MISSING):
         assert f"`{job}` (missing)" in readme
