@@ -306,6 +306,48 @@ def is_log10(col: str) -> bool:
 
 
 # --- the document -------------------------------------------------------------------------------------------------
+def overview(cmp: Comparison, cells_at: dict, runs: pd.DataFrame, report_ts: dict) -> list[str]:
+    """Every published number beside our cell, one row each, in the suite's order: the summary a referee reads
+    first (the sections below give the floors, the other methods and the runs)."""
+    lines = [
+        "## Every published number beside ours",
+        "",
+        "| experiment | method | d | metric | at | ours: mean [95% CI] | published | ours against published | "
+        "resolved | runs |",
+        "|---|---|---:|---|---|---:|---:|---:|---|---|",
+    ]
+    n = 0
+    for (exp, method, col, t_key), by_dim in cmp.published.items():
+        log10 = is_log10(col)
+        summary = cells_at.get(t_key, pd.DataFrame())
+        report_t = report_ts.get(exp)
+        when = f"t = {t_key if t_key is not None else report_t:g}" if (t_key, report_t) != (None, None) else "end"
+        for d, pub in by_dim.items():
+            rr = runs[(runs["experiment"] == exp) & (runs["method"] == method) & (runs["dim"] == d)]
+            sel = (
+                summary[(summary["experiment"] == exp) & (summary["method"] == method) & (summary["dim"] == d)
+                        & (summary["quantity"] == col)] if len(summary) else summary
+            )  # fmt: skip
+            c = sel.iloc[0] if len(sel) else None
+            gap, resolved = "-", "-"
+            if c is not None and c["n"]:
+                if log10:
+                    gap = f"{c['mean'] - pub:+.2f} in log10"
+                elif pub > 0 and c["mean"] > 0:
+                    gap = f"x {c['mean'] / pub:.3g}"
+                else:
+                    gap = f"{c['mean'] - pub:+.3g}"
+                q95 = c.get("threshold") if "threshold" in c else None
+                if q95 is not None and pd.notna(q95):
+                    resolved = "yes" if c["mean"] > q95 else "**no** (at its noise floor)"
+            label = ("log10 " if log10 else "") + col
+            ours = fmt_cell(c) if c is not None or not (rr["status"] == "ok").any() else "not evaluated at this d"
+            lines.append(f"| {exp} | {method} | {d} | {label} | {when} | {ours} | {fmt(pub, log10)} | {gap} | "
+                         f"{resolved} | {status_text(rr) if len(rr) else 'not in the suite'} |")  # fmt: skip
+            n += 1
+    return [*lines, ""] if n else []
+
+
 def experiment_section(
     exp: str, cmp: Comparison, cells_at: dict, runs: pd.DataFrame, floors_at: dict, report_t: float
 ) -> list[str]:
@@ -433,6 +475,7 @@ def build_readme(suite_path: Path, records: Path, command: str, comparison: Comp
         "`ok` runs enter a cell.",
         "",
     ]
+    lines += overview(cmp, cells_at, runs, report_ts)
     for exp in dict.fromkeys(runs["experiment"]):
         lines += experiment_section(exp, cmp, cells_at, runs, floors_at, report_ts.get(exp))
     if len(rows):

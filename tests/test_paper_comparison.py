@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -104,3 +105,27 @@ def test_an_empty_records_folder_lists_every_run_as_missing(folder: tuple[Path, 
     for job in ("ou_fan/exact_jko/d2/s0", "ou_mokrov/em_particles/d2/s1", MISSING):
         assert f"`{job}` (missing)" in readme
     assert row_of(readme, "KDE of the particles", "em_particles", 2)[3] == "-2.30"
+
+
+def test_the_overview_sets_every_published_number_beside_its_cell(folder: tuple[Path, Path]) -> None:
+    suite_path, records = folder
+    readme = paper_comparison.build_readme(suite_path, records, "cmd", paper_comparison.PAPER_BUDGET)
+    block = readme.split("## Every published number beside ours", 1)[1].split("\n## ", 1)[0]
+    em = row_of(readme, "KDE of the particles", "em_particles", 2)
+    line = next(li for li in block.splitlines() if li.startswith("| ou_mokrov | em_particles | 2 | log10 symkl_kde"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == em[2] and cells[6] == "-2.30"
+    assert cells[7] == f"{float(em[2].split()[0]) + 2.3:+.2f} in log10"
+    # the published numbers of dims the suite does not run are listed, not dropped
+    assert (
+        "| ou_mokrov | em_particles | 4 | log10 symkl_kde | t = 0.1 | - | -1.00 | - | - | not in the suite |" in block
+    )
+
+
+def test_a_metric_in_its_own_units_is_compared_as_a_ratio() -> None:
+    cell = pd.Series(dict(mean=2.4e-4, lo=1.0e-4, hi=3.8e-4, n=3, runs=[1e-4, 2.4e-4, 3.8e-4], log10=False))
+    text = paper_comparison.finding("neural_jko_ic", 2, "sliced_energy", "the last step", cell, 1.2e-5, None, 3e-5,
+                                    2.6e-5)  # fmt: skip
+    assert "published 1.2e-05, ours 20 times the published value" in text
+    assert "9.23 times the paper's reference error" in text and "resolved (above the noise floor q95)" in text
+    assert paper_comparison.fmt_cell(cell) == "0.00024 [0.0001, 0.00038]"
