@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""``results/<suite>/README.md`` of a reproduction suite: our runs of a paper's protocol beside the values the paper
+"""``results/<suite>/comparison.md`` of a reproduction suite: our runs of a paper's protocol beside the values the paper
 publishes (issue 12 item 3; issues 16 and 17 for the S-JKO and CNF-JKO suites).
 
     ./with-env python scripts/paper_comparison.py                               # paper-budget-cpu
     ./with-env python scripts/paper_comparison.py --suite suites/s-jko-ou.yaml   # any suite of COMPARISONS
 
-Records are read from ``results/<suite name>/runs`` and the document written to ``results/<suite name>/README.md``
-unless ``--records``/``--out`` say otherwise. Per experiment of the suite, per (method, d), for each metric the
-paper uses and each time it reports:
+Records are read from ``results/<suite name>/runs`` and the document written to
+``results/<suite name>/comparison.md`` (the folder's README.md discusses it) unless ``--records``/``--out`` say
+otherwise. Per experiment of the suite, per (method, d), for each metric the paper uses and each time it reports:
 
 * **ours**: the metric at that time (log10 where the metric's table scale is log10), mean and Student-t 95%
   interval over the seeds' runs (the cells of :func:`wgfbench.reports.tables.summary`, the one summary mechanism of
@@ -494,7 +494,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", type=Path, default=SUITE, help=f"one of {sorted(COMPARISONS)} (default: %(default)s)")
     ap.add_argument("--records", type=Path, help="records folder (default: results/<suite name>/runs)")
-    ap.add_argument("--out", type=Path, help="document written (default: results/<suite name>/README.md)")
+    ap.add_argument("--out", type=Path, help="document written (default: results/<suite name>/comparison.md)")
     args = ap.parse_args()
     from wgfbench.suites import load_suite
 
@@ -502,7 +502,7 @@ def main() -> None:
     if name not in COMPARISONS:
         raise SystemExit(f"paper_comparison: no published values for suite {name!r}; known: {sorted(COMPARISONS)}")
     records = args.records or ROOT / "results" / name / "runs"
-    out = args.out or ROOT / "results" / name / "README.md"
+    out = args.out or ROOT / "results" / name / "comparison.md"
     command = "./with-env python scripts/paper_comparison.py"
     if args.suite.resolve() != SUITE:
         command += f" --suite {_rel(args.suite)}"
