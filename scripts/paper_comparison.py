@@ -483,6 +483,96 @@ def build_readme(suite_path: Path, records: Path, command: str, comparison: Comp
     return "\n".join(lines)
 
 
+# --- the figures --------------------------------------------------------------------------------------------------
+def comparison_figures(cmp: Comparison, suite, rows: pd.DataFrame, outdir: Path) -> list[Path]:
+    """Ours beside the published values, PNG and PDF under ``outdir``: for each (experiment, metric, time) whose
+    published values span two or more dimensions, the error against d (our cells with their 95% intervals, the
+    exact-JKO and noise floors, the published values as hollow diamonds:
+    :func:`wgfbench.reports.figures.error_vs_dim_figure`); for metrics published at one d per experiment (the
+    sampling targets), one figure per metric across the experiments (:func:`per_experiment_figure`)."""
+    from wgfbench.reports import figures
+
+    if not len(rows):
+        return []
+    report_ts = {r.experiment: r.report_t for r in suite.runs}
+    groups: dict[tuple[str, str, float | None], dict[str, dict[int, float]]] = {}
+    for (exp, method, col, t), by_dim in cmp.published.items():
+        groups.setdefault((exp, col, t), {})[method] = by_dim
+    outs: list[Path] = []
+    single: dict[str, list[tuple[str, str, float]]] = {}
+    for (exp, col, t), published in groups.items():
+        er = rows[rows["experiment"] == exp]
+        if t is not None:
+            er = er.assign(report_t=t)
+        if is_log10(col) and max(len(v) for v in published.values()) >= 2:
+            when = t if t is not None else report_ts.get(exp)
+            fig = figures.error_vs_dim_figure(er, col, f"{suite.name}: {exp}", published, cmp.sources.get(exp, ""))
+            if fig is not None:
+                tag = f"_t{when:g}" if when is not None else ""
+                outs += figures.save(fig, outdir / f"published_{exp}_{col}{tag}")
+        else:
+            for method, by_dim in published.items():
+                single[col] = single.get(col, []) + [(exp, method, v) for v in by_dim.values()]
+    for col, entries in single.items():
+        fig = per_experiment_figure(cmp, rows, col, entries)
+        if fig is not None:
+            outs += figures.save(fig, outdir / f"published_{col}")
+    return outs
+
+
+def per_experiment_figure(cmp: Comparison, rows: pd.DataFrame, col: str, entries: list[tuple[str, str, float]]):
+    """One metric across experiments (x: the experiment), each at its report time: our runs (dots) and
+    their mean (bar), the published value (hollow diamond), the paper's reference error (grey dash) and our noise
+    floor q95 (yellow dash); log axis for positive metrics, a zero line for signed ones (log Z)."""
+    import matplotlib.pyplot as plt
+
+    from wgfbench.reports import figures, tables
+
+    at_t = tables.at_report_time(rows, col)
+    if at_t.empty:
+        return None
+    figures._style()
+    colors = figures.method_colors(sorted({m for _, m, _ in entries}))
+    if is_log10(col):  # published on the log10 scale of the tables; the axis is logarithmic in the metric
+        entries = [(e, m, 10.0**v) for e, m, v in entries]
+    positive = bool((at_t[col].dropna() > 0).all()) and all(v > 0 for _, _, v in entries)
+    fig, ax = plt.subplots(figsize=(0.8 * len(entries) + 5.0, 3.8), layout="constrained")
+    labels = []
+    for i, (exp, method, pub) in enumerate(entries):
+        runs = at_t[(at_t["experiment"] == exp) & (at_t["method"] == method)][col].dropna().to_numpy(dtype=float)
+        c = colors[method]
+        if len(runs):
+            ax.plot([i] * len(runs), runs, ls="", marker=".", ms=6, color=c, alpha=0.7)
+            ax.hlines(runs.mean(), i - 0.3, i + 0.3, color=c, lw=2, label=f"{method}, ours (mean; dots: runs)")
+        ax.plot([i], [pub], ls="", marker="D", ms=7, mfc="white", color=c, label=f"{method}, published")
+        ref = cmp.published_floor.get((exp, col), {})
+        if ref:
+            ax.hlines(next(iter(ref.values())), i - 0.35, i + 0.35, color="0.45", lw=1, ls="--",
+                      label="published reference error")  # fmt: skip
+        q95 = f"{col}_floor_q95"
+        e = at_t[(at_t["experiment"] == exp) & (at_t["method"] == method)]
+        if q95 in e and e[q95].notna().any():
+            ax.hlines(float(e[q95].mean()), i - 0.35, i + 0.35, color=figures.FLOOR_COLOR, lw=2.5,
+                      label="our noise floor q95")  # fmt: skip
+        labels.append(exp)
+    if positive:
+        ax.set_yscale("log")
+    else:
+        ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(labels)), labels=labels, rotation=35, ha="right")
+    ax.set_ylabel(figures.wrapped(dict(cmp_metric_labels(cmp)).get(col, col)), fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    seen = dict(zip(names, handles, strict=True))
+    fig.legend(seen.values(), seen.keys(), loc="outside right center", frameon=False, fontsize=8)
+    sources = sorted({cmp.sources[e] for e, _, _ in entries if e in cmp.sources})
+    figures._footnote(fig, [f"Published: {s}." for s in sources])
+    return fig
+
+
+def cmp_metric_labels(cmp: Comparison) -> list[tuple[str, str]]:
+    return [pair for pairs in cmp.metrics.values() for pair in pairs]
+
+
 def _rel(p: Path) -> str:
     try:
         return str(Path(p).resolve().relative_to(ROOT))
@@ -495,6 +585,7 @@ def main() -> None:
     ap.add_argument("--suite", type=Path, default=SUITE, help=f"one of {sorted(COMPARISONS)} (default: %(default)s)")
     ap.add_argument("--records", type=Path, help="records folder (default: results/<suite name>/runs)")
     ap.add_argument("--out", type=Path, help="document written (default: results/<suite name>/comparison.md)")
+    ap.add_argument("--figures", type=Path, help="figures folder (default: results/<suite name>/figures)")
     args = ap.parse_args()
     from wgfbench.suites import load_suite
 
@@ -510,8 +601,13 @@ def main() -> None:
         command += f" --records {_rel(args.records)}"
     if args.out is not None:
         command += f" --out {_rel(args.out)}"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_readme(args.suite, records, command))
     print(f"wrote {out}")
+    suite = load_suite(args.suite)
+    rows, _ = read_current(records, expected_runs(suite))
+    for path in comparison_figures(COMPARISONS[name], suite, rows, args.figures or out.parent / "figures"):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

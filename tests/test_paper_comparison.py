@@ -129,3 +129,21 @@ def test_a_metric_in_its_own_units_is_compared_as_a_ratio() -> None:
     assert "published 1.2e-05, ours 20 times the published value" in text
     assert "9.23 times the paper's reference error" in text and "resolved (above the noise floor q95)" in text
     assert paper_comparison.fmt_cell(cell) == "0.00024 [0.0001, 0.00038]"
+
+
+def test_figures_set_the_published_values_beside_ours(folder: tuple[Path, Path], tmp_path: Path) -> None:
+    suite_path, records = folder
+    suite = load_suite(suite_path)
+    rows, _ = paper_comparison.read_current(records, paper_comparison.expected_runs(suite))
+    one_dim = dataclasses.replace(
+        paper_comparison.PAPER_BUDGET, published={("ou_mokrov", "em_particles", "symkl_kde", None): {2: -2.3}}
+    )
+    outs = paper_comparison.comparison_figures(one_dim, suite, rows, tmp_path)
+    assert sorted(p.name for p in outs) == ["published_symkl_kde.pdf", "published_symkl_kde.png"]
+    assert all(p.stat().st_size > 1000 for p in outs)
+    fig = paper_comparison.per_experiment_figure(one_dim, rows, "symkl_kde", [("ou_mokrov", "em_particles", -2.3)])
+    diamonds = [li for li in fig.axes[0].get_lines() if li.get_marker() == "D"]
+    assert len(diamonds) == 1 and math.isclose(float(diamonds[0].get_ydata()[0]), 10**-2.3)
+    dots = [li for li in fig.axes[0].get_lines() if li.get_marker() == "."]
+    em = rows[(rows["method"] == "em_particles") & (rows["k"] == K)]["symkl_kde"]
+    assert sorted(dots[0].get_ydata()) == pytest.approx(sorted(em))  # every run at the report time

@@ -248,8 +248,14 @@ def _finish_dim(fig, ax, data: pd.DataFrame, title: str, ylabel: str, notes: lis
     return fig
 
 
-def error_vs_dim_figure(df: pd.DataFrame, metric: str, title: str = "") -> plt.Figure | None:
-    """log10 ``metric`` at the report time vs dim (see module docstring); None when there is nothing to compare."""
+def error_vs_dim_figure(
+    df: pd.DataFrame, metric: str, title: str = "", published: dict[str, dict[int, float]] | None = None,
+    source: str = "",
+) -> plt.Figure | None:  # fmt: skip
+    """log10 ``metric`` at the report time vs dim (see module docstring); None when there is nothing to compare.
+
+    ``published``: per method, a paper's log10 values per d, drawn as hollow markers on a dashed line of the
+    method's colour ("<method>, published"), ``source`` named in a footnote (the reproduction suites)."""
     at_t = at_report_time(df, metric)
     notes = _dropped_note(at_t[metric], "runs' values at the report time") if metric in at_t else []
     at_t = at_t[at_t[metric] > 0]
@@ -257,6 +263,14 @@ def error_vs_dim_figure(df: pd.DataFrame, metric: str, title: str = "") -> plt.F
         return None
     fig, ax = _against_dim(at_t, _cells(at_t, "dim", metric))
     _reference_lines(ax, at_t, "dim", f"{metric}_jko_pde", f"{metric}_floor")
+    if published:
+        colors = method_colors([*at_t["method"].unique(), *published])
+        for m, by_dim in published.items():
+            dims = sorted(by_dim)
+            ax.plot(dims, [by_dim[d] for d in dims], ls="--", lw=1, marker="D", ms=5, mfc="white",
+                    color=colors[m], label=f"{m}, published")  # fmt: skip
+        if source:
+            notes = [*notes, f"Published: {source}."]
     t = float(at_t["t"].mean())
     return _finish_dim(fig, ax, at_t, title, f"{metric_label(metric)}\nat t = {t:.3g}", notes)
 
