@@ -241,9 +241,9 @@ def read_current(records: Path, expected: pd.DataFrame) -> tuple[pd.DataFrame, p
     the record's, ``missing`` or ``stale``). A record is stale when its run hash differs from its run's in the suite
     (:func:`wgfbench.records.run_hash`, the rule of :func:`wgfbench.workflow.prepare_records`: a record written
     before run hashes were recorded counts as current, as the pipeline keeps it)."""
-    from wgfbench.records import read_records
+    from wgfbench.records import read_records, record_files
 
-    files = sorted(records.rglob("*.parquet")) if records.is_dir() else []
+    files = record_files(records) if records.is_dir() else []
     df = read_records(files) if files else pd.DataFrame(columns=["experiment", "method", "dim", "seed"])
     keys = ["experiment", "method", "dim", "seed"]
     if len(df):

@@ -162,13 +162,12 @@ def read_sources(paths: list[str]):
     """
     import pandas as pd
 
-    from wgfbench.records import RUN_KEYS, read_records
+    from wgfbench.records import RUN_KEYS, read_records, record_files
 
     seen: set[Path] = set()
     frames = []
     for p in paths:
-        files = sorted(Path(p).rglob("*.parquet")) if Path(p).is_dir() else [Path(p)]
-        files = [f for f in files if f.resolve() not in seen]
+        files = [f for f in record_files(p) if f.resolve() not in seen]
         seen |= {f.resolve() for f in files}
         if files:
             frames.append(read_records(files).assign(origin=str(p)))
@@ -323,11 +322,11 @@ def cmd_plot_profiles(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """Delete the records of runs with the given statuses, so that the next `snakemake` re-runs exactly those."""
-    from wgfbench.records import RecordError, read_record
+    from wgfbench.records import RecordError, read_record, record_files
 
     statuses = set(args.status)
     root = Path(args.results)
-    files = sorted(root.rglob("*.parquet"))
+    files = record_files(root) if root.is_dir() else []
     records = [f for f in files if "runs" in f.relative_to(root).parts]
     forgotten = 0
     for f in records:

@@ -494,16 +494,23 @@ def _as_json_text(table: pa.Table, names: list[str]) -> pa.Table:
     return table
 
 
+def record_files(path: str | os.PathLike) -> list[Path]:
+    """The record files a path names: itself if it is a file, every ``*.parquet`` below it (sorted) if it is a
+    folder, none if it does not exist."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(p.rglob("*.parquet"))
+    return [p] if p.exists() else []
+
+
 def read_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate run records (parquet files or folders of them) into one table in the current schema."""
     tables = []
     paths = list(paths)
     for p in paths:
-        p = Path(p)
-        if not p.exists():
+        if not Path(p).exists():
             raise RecordError(f"{p}: no such record file or folder")
-        files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
-        tables += [read_table(f) for f in files]
+        tables += [read_table(f) for f in record_files(p)]
     if not tables:
         raise RecordError("no records found in " + ", ".join(str(p) for p in paths))
     return to_frame(concat_records(tables))
