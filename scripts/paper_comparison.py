@@ -393,6 +393,8 @@ def experiment_section(
                     c = sel.iloc[0] if len(sel) else None
                     pubs = cmp.published.get((exp, m, col, t_key))
                     pub = pubs.get(d) if pubs is not None else None
+                    if c is None and pub is None and (rr["status"] == "ok").all():
+                        continue  # the metric is not evaluated at this d (e.g. the KDE above d = 3), nothing published
                     pub_text = fmt(pub, log10) if pub is not None else ("-" if pubs is None else "not tabulated")
                     q95 = c.get("threshold") if c is not None and "threshold" in c else None
                     q95 = q95 if q95 is not None and pd.notna(q95) else None
