@@ -222,3 +222,20 @@ def test_a_figure_of_one_method_is_not_drawn() -> None:
     two = records(methods=["variational_jko", "identity"])
     two.loc[two["method"] == "identity", "time_step_s"] = 0.0
     assert figures.seconds_vs_dim_figure(two) is None
+
+
+def test_suite_figures_plot_a_metric_that_compares_methods_after_p0(tmp_path: Path, monkeypatch) -> None:
+    """A moment fit defined at P_0 only (a Gaussian start of a non-Gaussian flow) is skipped for the first metric
+    that two methods report after P_0 (here W2), so the experiment's error-vs-time figure compares something."""
+    rows = []
+    for method in ("variational_jko", "identity"):
+        for k in range(3):
+            rows.append(dict(experiment="jsd", method=method, dim=1, seed=0, k=k, t=0.1 * k, status="ok",
+                             report_t=0.2, symkl_moment=1e-3 if k == 0 else np.nan, w2=0.1 + 0.1 * k,
+                             symkl_mc=0.05 if method == "identity" else np.nan))  # fmt: skip
+    df = pd.DataFrame(rows)
+    drawn = []
+    monkeypatch.setattr(figures, "error_vs_time", lambda d, metric, path, title="": drawn.append(metric) or [])
+    figures.suite_figures(df, tmp_path)
+    assert drawn == ["w2"]  # not symkl_moment (P_0 only), not symkl_mc (one method)
+    assert not figures._comparable(df, "symkl_moment") and figures._comparable(df, "w2")

@@ -319,13 +319,23 @@ PRIMARY_METRICS = tuple(
 SECONDARY_METRICS = tuple(m.name for m in catalogue.METRICS if m.secondary)
 
 
+def _comparable(edf: pd.DataFrame, metric: str) -> bool:
+    """A metric worth a figure of an experiment: positive values after P_0 for at least two methods (a metric
+    defined at P_0 only, such as a Gaussian moment fit of a Gaussian start towards a non-Gaussian flow, or one that
+    a single method reports, compares nothing)."""
+    if metric not in edf:
+        return False
+    later = edf[(edf["status"] == "ok") & (edf["k"] > 0) & (edf[metric] > 0)]
+    return later["method"].nunique() >= 2
+
+
 def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
     """The standard figures for every experiment in the records; returns the files written."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)  # the pipeline's output, also when nothing is drawn
     written: list[Path] = []
     for exp, edf in df.groupby("experiment", sort=False):
-        metric = next((m for m in PRIMARY_METRICS if m in edf and edf[m].notna().any()), None)
+        metric = next((m for m in PRIMARY_METRICS if _comparable(edf, m)), None)
         if metric is None:
             continue
         written += error_vs_time(edf, metric, outdir / f"{exp}_error_vs_time", title=f"{exp}: {metric_label(metric)}")
@@ -340,7 +350,7 @@ def suite_figures(df: pd.DataFrame, outdir: str | Path) -> list[Path]:
             written += error_vs_dim(edf, metric, outdir / f"{exp}_error_vs_dim", title=exp)
             written += seconds_vs_dim(edf, outdir / f"{exp}_seconds_per_step", title=exp)
         for extra in SECONDARY_METRICS:
-            if extra == metric or extra not in edf or not (edf.loc[edf["status"] == "ok", extra] > 0).any():
+            if extra == metric or not _comparable(edf, extra):
                 continue
             written += error_vs_time(
                 edf, extra, outdir / f"{exp}_{extra}_vs_time", title=f"{exp}: {metric_label(extra)}"
