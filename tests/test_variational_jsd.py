@@ -163,3 +163,22 @@ def test_jsd_flow_checks_in_five_dimensions() -> None:
     shift[0] = 0.2
     half = near_equilibrium_mean(torch.zeros(5), torch.eye(5), shift, times[-1])
     assert abs(float(means[-1][0] - half[0])) < abs(float(means[-1][0]) - 0.2 * math.exp(-times[-1])), means[-1]
+
+
+def test_evaluation_reports_the_jsd_along_the_flow_with_its_floor() -> None:
+    """jsd_grid's evaluation columns (wgfbench.evaluate): jsd_exact is the grid's D_f(P_t || Q), which decreases
+    along the flow; jsd_knn of exact samples of P_0 estimates D_f(P_0 || Q) within its bias; at t = 2 the floor (the
+    estimate on exact samples of P_t) sits near the exact value, and P_0 (a method that did not move) lies above it."""
+    from wgfbench.evaluate import EvalSpec, evaluate_step
+
+    problem = make_problem("jsd_grid", 1, 0, {"target": "mixture"})
+    method = make_method("identity", problem, 0.1, {}, 0)
+    spec = EvalSpec(n_samples=4000, n_w2=200, n_mc=256, sample_metrics=("sw2",), floor_reps=20)
+    start = evaluate_step(problem, method, 0, 0.1, spec)
+    end = evaluate_step(problem, method, 20, 0.1, spec)
+    assert start["jsd_exact"] == pytest.approx(problem.divergence(0.0))
+    assert end["jsd_exact"] == pytest.approx(problem.divergence(2.0)) and end["jsd_exact"] < 0.5 * start["jsd_exact"]
+    # P_0's samples at k = 0 are exact: the kNN estimate is D_f(P_0 || Q) up to its noise and small downward bias
+    assert abs(start["jsd_knn"] - start["jsd_exact"]) < 4 * start["jsd_knn_se"] + 0.05, start
+    assert abs(end["jsd_knn_floor"] - end["jsd_exact"]) < 0.06, end
+    assert end["jsd_knn"] > end["jsd_knn_floor_q95"] > end["jsd_knn_floor"], end  # not moving is resolved

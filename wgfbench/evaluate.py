@@ -34,7 +34,13 @@ What is computed (:mod:`wgfbench.metrics`):
   methods with densities, ``log_z`` (+ ``_se``): the log-normaliser estimate -E[U + log p] (truth 0: the target's
   density is normalised; :mod:`wgfbench.metrics.log_normaliser`); where the suite asks
   (``eval.sliced_energy_samples``), ``sliced_energy``, Hertrich & Gruhlke's sliced energy distance;
-* generalised-entropy problems: the porous-medium metrics of :mod:`wgfbench.metrics.porous`.
+* generalised-entropy problems: the porous-medium metrics of :mod:`wgfbench.metrics.porous`;
+* Jensen-Shannon problems (``functional == "jsd"``): ``jsd_knn`` (+ ``_se``), the divergence D_f(P_k || Q) of the
+  method's samples by the kNN estimator of :func:`wgfbench.metrics.jsd.jsd_knn` (at most ``n_samples`` of them,
+  against as many exact samples of Q), whose floor is the same estimate on exact samples of P_t (so the
+  estimator's downward bias is in the floor: a value above its q95 lags the flow), and ``jsd_exact``, the exact
+  flow's D_f(P_t || Q) by quadrature on the reference grid. Along a run ``jsd_knn`` must decrease (it is the
+  gradient flow of D_f).
 """
 
 from __future__ import annotations
@@ -297,9 +303,38 @@ class Evaluator:
             row["second_moment_rel_err"] = second_moment_rel_err(pde, x_all)
             if simulate:
                 row |= self.porous_floors(pde, n_moment=n_all, n_knn=samples.shape[0])
+        if getattr(problem, "functional", None) == "jsd":
+            row |= self.jsd_metrics(pde, t, x_all, gen, simulate)
         for col in row:
             catalogue.parse(col)
         return {key: (float(v) if v is not None else math.nan) for key, v in row.items()}
+
+    def jsd_metrics(self, pde: Law, t: float, x_all: Tensor, gen: torch.Generator, simulate: bool) -> dict:
+        """D_f(P_k || Q) by the kNN estimator on at most ``n_samples`` of the method's samples (against as many
+        exact samples of Q), its floor (the same estimate with exact samples of P_t, fresh samples of Q each
+        repetition: a function of the law and n alone, so cached floors do not depend on which run came first) and
+        the exact flow's value."""
+        from wgfbench.metrics.jsd import KNN_K, jsd_knn
+
+        q = self.problem.target()
+        n = min(x_all.shape[0], self.spec.n_samples)
+
+        def estimate(samples: Tensor, g: torch.Generator) -> tuple[float, float]:
+            samples = samples.to(torch.float64).cpu()
+            y = q.sample(n, g).to(torch.float64).cpu()
+            return jsd_knn(samples, y, q.log_density(samples), q.log_density(y))
+
+        pick = torch.randperm(x_all.shape[0], generator=gen)[:n]
+        value, se = estimate(x_all[pick], gen)
+        row = {"jsd_knn": value, "jsd_knn_se": se}
+        if hasattr(self.problem, "divergence"):
+            row["jsd_exact"] = float(self.problem.divergence(t))
+        if simulate:
+            floor = floors.simulated_floor(
+                "jsd_knn", pde, n, lambda g: estimate(pde.sample(n, g), g)[0], params={"k": KNN_K}, **self._sim()
+            )
+            row |= _floor_columns("jsd_knn", floor)
+        return row
 
     def porous_floors(self, pde, n_moment: int, n_knn: int) -> dict[str, float]:
         """Simulated floors of the porous sample metrics: the second moment's at the ``n_moment`` particles it is

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-Kind = Literal["moment", "sample", "density", "kde", "target", "porous"]
+Kind = Literal["moment", "sample", "density", "kde", "target", "porous", "jsd"]
 Against = Literal["pde", "jko"]
 PARTS = ("floor_q95", "floor_sd", "floor", "se", "corrected", "jko_pde")
 # the sample sizes an evaluation used (moment fits, sample metrics, density metrics): recorded beside the metrics
@@ -95,6 +95,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("kl_exact_model", "KL(exact || model) (Monte Carlo)", "porous", se=True, to="", table=()),
     Metric("frac_exact_outside_model_support", "fraction of exact mass where the model density is 0", "porous",
            to="", table=()),
+    Metric("jsd_knn", "Jensen-Shannon divergence D_f(P_k || Q) (kNN density of the samples)", "jsd", floor=True,
+           se=True, to=" (floor: the same estimate on exact samples of P_t)"),
+    Metric("jsd_exact", "Jensen-Shannon divergence D_f(P_t || Q) of the exact flow (grid quadrature)", "jsd",
+           direction="none", to="", table=()),
 )  # fmt: skip
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 
