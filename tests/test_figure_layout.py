@@ -239,3 +239,25 @@ def test_suite_figures_plot_a_metric_that_compares_methods_after_p0(tmp_path: Pa
     figures.suite_figures(df, tmp_path)
     assert drawn == ["w2"]  # not symkl_moment (P_0 only), not symkl_mc (one method)
     assert not figures._comparable(df, "symkl_moment") and figures._comparable(df, "w2")
+
+
+def test_the_divergence_figure_draws_the_estimates_the_exact_flow_and_negative_values(tmp_path: Path) -> None:
+    """The JSD flow's figure is on a linear axis: a negative kNN estimate (its bias near equilibrium) is drawn, not
+    dropped, beside the exact flow's D_f(P_t || Q) (dashed) and the floor at the report step."""
+    rows = []
+    for method, lag in (("variational_jko", 0.0), ("identity", 1.0)):
+        for seed in range(3):
+            for k in range(3):
+                value = 0.4 * (1 - lag) * (1 - k / 2) + lag * 0.4 - 0.03 + 0.001 * seed
+                rows.append(dict(experiment="mixture", method=method, dim=5, seed=seed, k=k, t=0.5 * k, status="ok",
+                                 report_t=1.0, jsd_knn=value, jsd_exact=0.4 * (1 - k / 2) + 0.005,
+                                 jsd_knn_floor=-0.04 if k == 2 else np.nan,
+                                 jsd_knn_floor_q95=-0.035 if k == 2 else np.nan))  # fmt: skip
+    fig = figures.divergence_vs_time_figure(pd.DataFrame(rows), "mixture")
+    ax = fig.axes[0]
+    lines = {li.get_label(): li for li in ax.get_lines()}
+    assert list(lines["exact flow (grid quadrature)"].get_ydata()) == pytest.approx([0.405, 0.205, 0.005])
+    assert min(lines["variational_jko"].get_ydata()) == pytest.approx(-0.029)  # negative, drawn
+    assert ax.get_yscale() == "linear"
+    assert figures.divergence_vs_time_figure(pd.DataFrame(rows).drop(columns="jsd_knn")) is None
+    plt.close(fig)
