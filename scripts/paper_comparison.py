@@ -449,15 +449,24 @@ def finding(
     return "; ".join(parts)
 
 
-def build_readme(suite_path: Path, records: Path, command: str, comparison: Comparison | None = None) -> str:
-    """The document of ``suite_path``'s records under ``records``, beside ``comparison`` (default: the entry of
-    :data:`COMPARISONS` named like the suite)."""
-    from wgfbench.reports import tables
+def load(suite_path: Path, records: Path):
+    """(the suite, the rows of its current records, one row per expected run with its status): read once, for the
+    document and the figures alike."""
     from wgfbench.suites import load_suite
 
     suite = load_suite(suite_path)
+    return (suite, *read_current(records, expected_runs(suite)))
+
+
+def build_readme(
+    suite_path: Path, records: Path, command: str, comparison: Comparison | None = None, loaded=None
+) -> str:
+    """The document of ``suite_path``'s records under ``records``, beside ``comparison`` (default: the entry of
+    :data:`COMPARISONS` named like the suite); ``loaded``: :func:`load`'s result, if the caller has it."""
+    from wgfbench.reports import tables
+
+    suite, rows, runs = loaded if loaded is not None else load(suite_path, records)
     cmp = comparison if comparison is not None else COMPARISONS[suite.name]
-    rows, runs = read_current(records, expected_runs(suite))
     empty = pd.DataFrame(columns=["experiment", "quantity", "method"])
     cells_at: dict = {}
     floors_at: dict = {}
@@ -591,7 +600,8 @@ def main() -> None:
     args = ap.parse_args()
     from wgfbench.suites import load_suite
 
-    name = load_suite(args.suite).name
+    suite = load_suite(args.suite)
+    name = suite.name
     if name not in COMPARISONS:
         raise SystemExit(f"paper_comparison: no published values for suite {name!r}; known: {sorted(COMPARISONS)}")
     records = args.records or ROOT / "results" / name / "runs"
@@ -603,11 +613,11 @@ def main() -> None:
         command += f" --records {_rel(args.records)}"
     if args.out is not None:
         command += f" --out {_rel(args.out)}"
+    loaded = (suite, *read_current(records, expected_runs(suite)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_readme(args.suite, records, command))
+    out.write_text(build_readme(args.suite, records, command, loaded=loaded))
     print(f"wrote {out}")
-    suite = load_suite(args.suite)
-    rows, _ = read_current(records, expected_runs(suite))
+    rows = loaded[1]
     for path in comparison_figures(COMPARISONS[name], suite, rows, args.figures or out.parent / "figures"):
         print(f"wrote {path}")
 
